@@ -1,0 +1,30 @@
+"""``build_model``: every variant by name."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ytmt.archs.vgg import Hypercolumn, VGG19Features, load_vgg19
+from ytmt.archs.ytmt import HYPERCOLUMN_CHANNELS, SeparationModel, build_stage, get_variant
+
+
+def build_model(variant: str, width: int = 64, hypercolumn: bool = True,
+                vgg: VGG19Features | None = None, vgg_weights: str = "auto",
+                vgg_path: str | None = None, vgg_seed: int = 0, plain_layers: int = 10,
+                fuse_streams: bool = False) -> SeparationModel:
+    """Build ``variant`` (see ``ytmt.archs.ytmt.VARIANTS``) at channel ``width``.
+
+    ``vgg``: a VGG19Features to share with the perceptual loss; otherwise one is loaded per
+    ``vgg_weights``/``vgg_path``/``vgg_seed``. ``hypercolumn=False`` feeds plain RGB (3
+    channels) instead of the 1475-channel hypercolumn.
+    """
+    spec = get_variant(variant)
+    if hypercolumn:
+        vgg = vgg if vgg is not None else load_vgg19(vgg_weights, vgg_path, vgg_seed)
+        features: nn.Module = Hypercolumn(vgg)
+        in_channels = HYPERCOLUMN_CHANNELS
+    else:
+        features, in_channels = nn.Identity(), 3
+    stages = [build_stage(spec, in_channels, width, plain_layers, fuse_streams)
+              for _ in range(spec.stages)]
+    return SeparationModel(spec, features, *stages)

@@ -1,0 +1,174 @@
+"""VGG-19 feature stack with torchvision's parameter names, and the hypercolumn.
+
+torchvision is not a dependency: the conv stack is defined here as ``features.<i>`` so
+that torchvision's ``vgg19-dcbb9e9d.pth`` loads unchanged. Only modules 0-29 are kept:
+the five taps the method uses are the outputs of modules 1, 6, 11, 20 and 29 (the
+authors' ``indices=[2, 7, 12, 21, 30]``, "output after module i−1"). The paper and the
+authors' code call them relu1_2 ... relu5_2; in torchvision's numbering they are the ReLUs
+after conv1_1, conv2_1, conv3_1, conv4_1 and conv5_1. Channels: 64, 128, 256, 512, 512.
+
+Weight modes (``ModelConfig.vgg_weights``):
+- ``imagenet``: the real weights or a clear error saying where we looked;
+- ``auto``: the real weights when found, else seeded random weights and a loud warning;
+- ``random``: seeded random weights (tests, smoke runs).
+The mode actually used is returned as :class:`VGGWeights` so callers record it (MLflow tag).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+VGG19_FILE = "vgg19-dcbb9e9d.pth"
+VGG19_URL = f"https://download.pytorch.org/models/{VGG19_FILE}"
+TAPS = (1, 6, 11, 20, 29)
+TAP_NAMES = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")  # the paper's names
+TAP_CHANNELS = (64, 128, 256, 512, 512)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# torchvision's vgg19 "E" configuration, truncated after module 29.
+_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)
+
+
+class VGGWeightsMissing(FileNotFoundError):
+    """``vgg_weights: imagenet`` and torchvision's VGG-19 file was not found."""
+
+
+@dataclass(frozen=True)
+class VGGWeights:
+    """Which weights a VGG19Features holds: ``mode`` is ``imagenet`` or ``random``."""
+
+    mode: str
+    source: str
+
+    @property
+    def is_imagenet(self) -> bool:
+        return self.mode == "imagenet"
+
+
+class VGG19Features(nn.Module):
+    """torchvision ``vgg19().features[:30]`` with the same parameter names; frozen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for v in _CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(in_ch, v, 3, padding=1), nn.ReLU(inplace=False)]
+                in_ch = v
+        self.features = nn.Sequential(*layers)
+        assert len(self.features) == TAPS[-1] + 1
+        self.requires_grad_(False)
+        self.weights = VGGWeights("random", "torch default init")
+
+    def forward(self, x: Tensor, taps: tuple[int, ...] = TAPS) -> list[Tensor]:
+        """Outputs after the modules in ``taps`` for x (B,3,H,W); runs only as deep as needed."""
+        out = []
+        for i, module in enumerate(self.features[: max(taps) + 1]):
+            x = module(x)
+            if i in taps:
+                out.append(x)
+        return out
+
+    def load_torchvision(self, path: str | Path) -> None:
+        """Load torchvision's VGG-19 state dict (``weights_only``); extra keys are ignored."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        ours = self.state_dict()
+        missing = [k for k in ours if k not in state]
+        if missing:
+            raise ValueError(f"{path}: not a torchvision VGG-19 state dict (missing {missing[:3]})")
+        for k in ours:
+            if state[k].shape != ours[k].shape:
+                raise ValueError(f"{path}: {k} has shape {tuple(state[k].shape)}, "
+                                 f"expected {tuple(ours[k].shape)}")
+        self.load_state_dict({k: state[k] for k in ours})
+        self.weights = VGGWeights("imagenet", str(path))
+
+    def randomize(self, seed: int) -> None:
+        """Deterministic Kaiming-normal weights (torchvision's VGG init), zero biases."""
+        gen = torch.Generator().manual_seed(seed)
+        for m in self.features:
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+                with torch.no_grad():
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=gen)
+                                   * (2.0 / fan_out) ** 0.5)
+                    m.bias.zero_()
+        self.weights = VGGWeights("random", f"seed={seed}")
+
+
+def candidate_paths(path: str | Path | None = None) -> list[Path]:
+    """Where the ImageNet weights are looked for, in order."""
+    found = []
+    if path:
+        found.append(Path(path).expanduser())
+    if os.environ.get("YTMT_VGG19_PATH"):
+        found.append(Path(os.environ["YTMT_VGG19_PATH"]).expanduser())
+    found.append(Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE)
+    return found
+
+
+def load_vgg19(mode: str = "auto", path: str | Path | None = None,
+               seed: int = 0) -> VGG19Features:
+    """A frozen VGG19Features per ``mode``; ``.weights`` says what was actually loaded."""
+    if mode not in ("imagenet", "auto", "random"):
+        raise ValueError(f"vgg_weights = {mode!r}: expected imagenet, auto or random")
+    vgg = VGG19Features()
+    if mode != "random":
+        paths = candidate_paths(path)
+        for p in paths:
+            if p.is_file():
+                vgg.load_torchvision(p)
+                log.info("VGG-19: ImageNet weights from %s", p)
+                return vgg.eval()
+        where = ", ".join(str(p) for p in paths)
+        if mode == "imagenet":
+            raise VGGWeightsMissing(
+                f"vgg_weights=imagenet but torchvision's VGG-19 weights were not found "
+                f"(looked at: {where}). Download {VGG19_URL} to one of those paths, or set "
+                f"model.vgg_path (or YTMT_VGG19_PATH) to the file.")
+        log.warning(
+            "!!! VGG-19 ImageNet weights NOT FOUND (looked at: %s). Using SEEDED RANDOM "
+            "weights (seed=%d) for the hypercolumn and perceptual loss: results are NOT "
+            "comparable with the paper. Download %s or set model.vgg_path; use "
+            "vgg_weights=imagenet to refuse running without them. !!!", where, seed, VGG19_URL)
+    vgg.randomize(seed)
+    return vgg.eval()
+
+
+class Hypercolumn(nn.Module):
+    """RGB (B,3,H,W) in [0,1] → (B,1475,H,W): [RGB, five VGG taps upsampled to H×W].
+
+    As the authors do, VGG sees the raw [0,1] RGB (no ImageNet normalisation) and no
+    gradient flows through it. Taps are upsampled bilinearly with align_corners=False.
+    """
+
+    def __init__(self, vgg: VGG19Features) -> None:
+        super().__init__()
+        self.vgg = vgg
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            size = x.shape[-2:]
+            taps = [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+                    for f in self.vgg(x)]
+            return torch.cat([x, *taps], dim=1)
+
+
+def imagenet_normalize(x: Tensor) -> Tensor:
+    """[0,1] RGB (B,3,H,W) → ImageNet-normalised, for the perceptual loss."""
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std

@@ -1,0 +1,98 @@
+"""Model checkpoints: plain tensors and builtins only, always loaded with ``weights_only=True``.
+
+A checkpoint is a dict::
+
+    {"format": "ytmt-checkpoint/1",
+     "model": {"variant": "ytmt-ucs", "width": 64, "hypercolumn": True, "plain_layers": 10},
+     "vgg": {"mode": "imagenet" | "random", "source": "..."},
+     "state_dict": {...},        # the whole SeparationModel, VGG included: self-contained
+     "extra": {...}}             # epoch, optimiser state, metrics: whatever the caller adds
+
+Loading never unpickles code: a file that needs it is refused with :class:`UnsafeCheckpoint`.
+Writes are atomic (temporary file + rename), so a killed process never leaves a truncated
+checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ytmt.archs.build import build_model
+from ytmt.archs.vgg import VGGWeights
+from ytmt.archs.ytmt import SeparationModel
+
+FORMAT = "ytmt-checkpoint/1"
+
+
+class UnsafeCheckpoint(ValueError):
+    """The file needs arbitrary code to load (a pickled object), so it is refused."""
+
+
+def model_spec(model: SeparationModel, width: int, plain_layers: int = 10) -> dict[str, Any]:
+    return {"variant": model.variant_name, "width": width,
+            "hypercolumn": not isinstance(model.features, torch.nn.Identity),
+            "plain_layers": plain_layers}
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_checkpoint(path: str | Path, model: SeparationModel, spec: dict[str, Any],
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (unwrap DDP first) with its construction ``spec`` (see model_spec)."""
+    vgg = getattr(model.features, "vgg", None)
+    weights = vgg.weights if vgg is not None else VGGWeights("none", "no hypercolumn")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_torch_save({"format": FORMAT, "model": dict(spec),
+                              "vgg": {"mode": weights.mode, "source": weights.source},
+                              "state_dict": state, "extra": extra or {}}, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, loaded with ``weights_only=True``; clear errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpoint(
+            f"{path}: refused: the file holds pickled code or objects that a weights-only "
+            f"load does not allow ({str(err).splitlines()[0]}). Only load checkpoints you "
+            f"trust, and re-save them as plain state dicts.") from None
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable torch checkpoint ({err})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a ytmt checkpoint (expected format {FORMAT!r})")
+    return ckpt
+
+
+def model_from_checkpoint(path: str | Path, **build_kwargs: Any) -> SeparationModel:
+    """Rebuild the model a checkpoint describes and load its weights (VGG included)."""
+    ckpt = load_checkpoint(path)
+    spec = ckpt["model"]
+    model = build_model(spec["variant"], width=spec["width"], hypercolumn=spec["hypercolumn"],
+                        plain_layers=spec.get("plain_layers", 10), vgg_weights="random",
+                        **build_kwargs)
+    model.load_state_dict(ckpt["state_dict"])
+    vgg = getattr(model.features, "vgg", None)
+    if vgg is not None:
+        vgg.weights = VGGWeights(**ckpt["vgg"])
+    return model.eval()

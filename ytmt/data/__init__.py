@@ -1,0 +1,1 @@
+"""Data: sources, reflection synthesis, Parquet shards and readers."""

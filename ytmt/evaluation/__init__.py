@@ -1,0 +1,1 @@
+"""Evaluation, metrics, registry and inference."""

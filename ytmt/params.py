@@ -1,0 +1,45 @@
+"""``params.yaml`` → :class:`Params`, validated once at every entry point."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ytmt.config import ConfigError, LossConfig, ModelConfig, load_yaml, parse_section
+from ytmt.data.config import DataConfig, FetchConfig, SynthesizeConfig
+from ytmt.evaluation.config import EvaluateConfig, RegisterConfig
+from ytmt.train.config import TrainConfig, TuneConfig
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+
+
+def parse_params(data: Mapping[str, Any], source: str = "params") -> Params:
+    """Validate a params mapping (as loaded from YAML); raises ConfigError naming the key."""
+    try:
+        return parse_section(Params, data, source)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace(f"{source}.", "", 1)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate ``params.yaml``."""
+    return parse_params(load_yaml(path), str(path))
+
+
+def replace(params: Params, **sections: Any) -> Params:
+    return dataclasses.replace(params, **sections)
