@@ -1,0 +1,117 @@
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ytmt
+from ytmt.archs.vgg import (
+    TAP_CHANNELS,
+    VGG19_FILE,
+    Hypercolumn,
+    VGG19Features,
+    VGGWeightsMissing,
+    load_vgg19,
+)
+
+# torchvision's vgg19 "features" conv positions (all 16 convs) and channel plan
+CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
+CONV_CHANNELS = [64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
+
+
+def torchvision_format_state_dict(seed=1):
+    """A full torchvision VGG-19 state dict (features + classifier), as the .pth holds it."""
+    g = torch.Generator().manual_seed(seed)
+    state, cin = {}, 3
+    for idx, cout in zip(CONV_INDICES, CONV_CHANNELS):
+        state[f"features.{idx}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * 0.05
+        state[f"features.{idx}.bias"] = torch.randn(cout, generator=g) * 0.01
+        cin = cout
+    state["classifier.0.weight"] = torch.zeros(8, 4)  # shape irrelevant: ignored on load
+    state["classifier.0.bias"] = torch.zeros(8)
+    return state
+
+
+def reference_taps(state, x):
+    """Independent forward with F.conv2d following torchvision's module numbering."""
+    taps, i = [], 0
+    pools_after = {2, 7, 16, 25}  # after conv1_2, conv2_2, conv3_4, conv4_4 (module 4,9,18,27)
+    wanted = {1, 6, 11, 20, 29}
+    for idx in CONV_INDICES:
+        if idx > 29:
+            break
+        x = F.relu(F.conv2d(x, state[f"features.{idx}.weight"], state[f"features.{idx}.bias"],
+                            padding=1))
+        if idx + 1 in wanted:
+            taps.append(x)
+        if idx in pools_after:
+            x = F.max_pool2d(x, 2)
+        i += 1
+    return taps
+
+
+def test_torchvision_weights_load_unchanged_and_reproduce_reference_forward(tmp_path):
+    state = torchvision_format_state_dict()
+    path = tmp_path / VGG19_FILE
+    torch.save(state, path)
+    vgg = load_vgg19("imagenet", path)
+    assert vgg.weights.mode == "imagenet" and vgg.weights.source == str(path)
+    x = torch.rand(2, 3, 32, 48)
+    ours = vgg(x)
+    ref = reference_taps(state, x)
+    assert [t.shape[1] for t in ours] == list(TAP_CHANNELS)
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_weights_are_found_in_the_torch_hub_cache(tmp_path, monkeypatch):
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    torch.save(torchvision_format_state_dict(), hub / "checkpoints" / VGG19_FILE)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.delenv("YTMT_VGG19_PATH", raising=False)
+    assert load_vgg19("auto").weights.mode == "imagenet"
+
+
+def test_strict_mode_says_where_it_looked_and_how_to_get_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "nohub"))
+    monkeypatch.delenv("YTMT_VGG19_PATH", raising=False)
+    with pytest.raises(VGGWeightsMissing) as err:
+        load_vgg19("imagenet", tmp_path / "missing.pth")
+    msg = str(err.value)
+    assert str(tmp_path / "missing.pth") in msg and "nohub" in msg
+    assert "download.pytorch.org/models/vgg19-dcbb9e9d.pth" in msg
+
+
+def test_auto_mode_falls_back_to_seeded_random_weights_loudly(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "nohub"))
+    monkeypatch.delenv("YTMT_VGG19_PATH", raising=False)
+    with caplog.at_level(logging.WARNING):
+        a = load_vgg19("auto", seed=3)
+    assert a.weights.mode == "random" and "seed=3" in a.weights.source
+    assert "NOT FOUND" in caplog.text
+    b = load_vgg19("random", seed=3)
+    c = load_vgg19("random", seed=4)
+    w = "features.0.weight"
+    assert torch.equal(a.state_dict()[w], b.state_dict()[w])
+    assert not torch.equal(b.state_dict()[w], c.state_dict()[w])
+
+
+def test_wrong_file_is_rejected(tmp_path):
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="not a torchvision VGG-19"):
+        VGG19Features().load_torchvision(tmp_path / "bad.pth")
+
+
+def test_hypercolumn_has_1475_channels_rgb_first_and_no_gradient(random_vgg):
+    x = torch.rand(1, 3, 20, 28, requires_grad=True)
+    h = Hypercolumn(random_vgg)(x)
+    assert h.shape == (1, 1475, 20, 28)
+    assert torch.equal(h[:, :3], x.detach())
+    assert not h.requires_grad
+    assert not any(p.requires_grad for p in random_vgg.parameters())
+
+
+def test_build_model_records_vgg_mode(random_vgg):
+    model = ytmt.build_model("ytmt-ucs", width=4, vgg=random_vgg)
+    assert model.features.vgg.weights.mode == "random"

@@ -1,0 +1,48 @@
+import pytest
+import yaml
+
+from ytmt.config import ConfigError, LossConfig, ModelConfig, flatten, parse_section, to_dict
+from ytmt.params import load_params, parse_params
+
+
+def test_repository_params_yaml_is_valid():
+    params = load_params("params.yaml")
+    assert params.loss.perceptual == pytest.approx(0.1)
+    assert params.loss.rec_r_mse == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    ("model", "width", -1, "model.width = -1: must be >= 1"),
+    ("model", "vgg_weights", "imgnet", "model.vgg_weights = 'imgnet': expected one of 'imagenet'"),
+    ("loss", "perceptual", "0.1", "loss.perceptual = '0.1': expected a number"),
+    ("loss", "exclusion", [1.0], "loss.exclusion = [1.0]: expected a number"),
+    ("model", "hypercolumn", "yes", "model.hypercolumn = 'yes': expected true or false"),
+    ("model", "widht", 3, "model.widht: unknown key; allowed keys"),
+    ("loss", "perceptual_layer_weights", [1, 2], "expected 5 weights"),
+    ("loss", "rec_t_mse", -0.3, "loss.rec_t_mse = -0.3: must be >= 0.0"),
+])
+def test_malformed_values_fail_with_key_value_and_what_is_allowed(section, key, value, message):
+    data = yaml.safe_load(open("params.yaml"))
+    data[section] = {**data[section], key: value}
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_params(data)
+
+
+def test_unknown_section_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="modle: unknown key"):
+        parse_params({"modle": {}})
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_params(bad)
+
+
+def test_parse_and_flatten_round_trip():
+    cfg = parse_section(ModelConfig, {"width": 16, "vgg_path": None}, "model")
+    assert cfg.width == 16 and cfg.vgg_path is None
+    loss = parse_section(LossConfig, {"perceptual": 1}, "loss")
+    assert isinstance(loss.perceptual, float)
+    flat = flatten({"model": to_dict(cfg)})
+    assert flat["model.width"] == 16
