@@ -105,7 +105,7 @@ def test_wrong_file_is_rejected(tmp_path):
 
 def test_hypercolumn_has_1475_channels_rgb_first_and_no_gradient(random_vgg):
     x = torch.rand(1, 3, 20, 28, requires_grad=True)
-    h = Hypercolumn(random_vgg)(x)
+    h = Hypercolumn(random_vgg, lazy=False)(x)
     assert h.shape == (1, 1475, 20, 28)
     assert torch.equal(h[:, :3], x.detach())
     assert not h.requires_grad
@@ -115,3 +115,22 @@ def test_hypercolumn_has_1475_channels_rgb_first_and_no_gradient(random_vgg):
 def test_build_model_records_vgg_mode(random_vgg):
     model = ytmt.build_model("ytmt-ucs", width=4, vgg=random_vgg)
     assert model.features.vgg.weights.mode == "random"
+
+
+@pytest.mark.parametrize("size", [(16, 16), (21, 34), (64, 48)])
+def test_factorised_first_conv_equals_conv_of_the_materialised_hypercolumn(size, random_vgg):
+    x = torch.rand(2, 3, *size)
+    lazy = Hypercolumn(random_vgg)(x)
+    dense = lazy.materialize()
+    assert torch.equal(dense, Hypercolumn(random_vgg, lazy=False)(x))
+    weight = torch.randn(6, 1475, 3, 3, requires_grad=True)
+    bias = torch.randn(6, requires_grad=True)
+    a = lazy.conv3x3(weight, bias)
+    b = F.conv2d(dense, weight, bias, padding=1)
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    # gradients for the weights agree too (the backward pass is factorised as well)
+    g = torch.randn_like(a)
+    ga = torch.autograd.grad(a, (weight, bias), g)
+    gb = torch.autograd.grad(b, (weight, bias), g)
+    for u, v in zip(ga, gb):
+        assert torch.allclose(u, v, atol=1e-3, rtol=1e-4)

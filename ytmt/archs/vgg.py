@@ -148,23 +148,98 @@ def load_vgg19(mode: str = "auto", path: str | Path | None = None,
     return vgg.eval()
 
 
+class HypercolumnFeatures:
+    """A hypercolumn kept factorised: RGB (B,3,H,W) and the five taps at their own sizes.
+
+    ``materialize()`` gives the (B,1475,H,W) tensor: [RGB, taps upsampled bilinearly
+    (align_corners=False) to H×W]. ``conv3x3(weight, bias)`` computes
+    ``F.conv2d(materialize(), weight, bias, padding=1)`` without ever building it:
+
+        conv3x3(up(f)) = Σ_{dy,dx} shift_{dy,dx}( up( W[:, :, dy, dx] · f ) )
+
+    Bilinear upsampling acts on each channel with the same coefficients, so it commutes
+    with the 1×1 channel mix ``W[:, :, dy, dx] · f``, which therefore runs at the tap's own
+    resolution (1/4 ... 1/256 of the pixels), and the zero-padded 3×3 neighbourhood becomes
+    nine shifted sums, done as two small matmuls with PyTorch's own interpolation
+    weights. Exact up to float rounding. Taps at 1/4 ... 1/16 scale (1280 of the 1475
+    channels) are factorised; RGB, relu1 and the 1/2-scale tap are convolved densely.
+    """
+
+    def __init__(self, rgb: Tensor, taps: list[Tensor]) -> None:
+        self.rgb = rgb
+        self.taps = taps
+
+    @property
+    def channels(self) -> int:
+        return self.rgb.shape[1] + sum(t.shape[1] for t in self.taps)
+
+    def materialize(self) -> Tensor:
+        size = self.rgb.shape[-2:]
+        return torch.cat([self.rgb, *(_upsample(t, size) for t in self.taps)], dim=1)
+
+    def conv3x3(self, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """``F.conv2d(self.materialize(), weight, bias, padding=1)`` computed factorised."""
+        height, width = self.rgb.shape[-2:]
+        batch, out_ch = self.rgb.shape[0], weight.shape[0]
+        parts = [self.rgb, *self.taps]
+        splits = torch.split(weight, [p.shape[1] for p in parts], dim=1)
+        # Taps with at least 1/8 of the pixels (full size, 1/2 scale) gain little from the
+        # factorisation: upsample them and convolve them densely with the RGB.
+        dense = [i for i, p in enumerate(parts)
+                 if 8 * p.shape[-2] * p.shape[-1] >= height * width]
+        out = F.conv2d(torch.cat([_upsample(parts[i], (height, width)) for i in dense], 1),
+                       torch.cat([splits[i] for i in dense], 1), bias, padding=1)
+        for i, (part, w) in enumerate(zip(parts, splits)):
+            if i in dense:
+                continue
+            h, w_in = part.shape[-2:]
+            # (out, c, 3, 3) -> (9·out, c, 1, 1): the nine 1×1 mixes, at the tap's size
+            w9 = w.permute(2, 3, 0, 1).reshape(9 * out_ch, w.shape[1], 1, 1)
+            z = F.conv2d(part, w9).view(batch, 3, 3, out_ch, h, w_in)
+            rows = _shifted_upsampling(h, height, part)     # (3, H, h)
+            cols = _shifted_upsampling(w_in, width, part)   # (3, W, w)
+            # shift_{dy,dx}(up(z)) = rows[dy] · z · cols[dx]ᵀ, summed over dy, dx
+            zc = torch.einsum("byxchw,xvw->bychv", z, cols)
+            out = out + torch.einsum("bychv,yuh->bcuv", zc, rows)
+        return out
+
+
+def _upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _shifted_upsampling(n_in: int, n_out: int, like: Tensor) -> Tensor:
+    """(3, n_out, n_in): PyTorch's 1-D bilinear (align_corners=False) upsampling matrix,
+    shifted by −1, 0, +1 output samples with zeros outside, as a zero-padded 3-tap conv
+    sees it."""
+    eye = torch.eye(n_in, dtype=like.dtype, device=like.device).view(1, n_in, n_in, 1)
+    up = F.interpolate(eye, size=(n_out, 1), mode="bilinear", align_corners=False)
+    mat = up.view(n_in, n_out).t()                       # (n_out, n_in)
+    padded = F.pad(mat, [0, 0, 1, 1])                    # zero rows outside the image
+    return torch.stack([padded[d:d + n_out] for d in range(3)])
+
+
 class Hypercolumn(nn.Module):
-    """RGB (B,3,H,W) in [0,1] → (B,1475,H,W): [RGB, five VGG taps upsampled to H×W].
+    """RGB (B,3,H,W) in [0,1] → the 1475-channel hypercolumn [RGB, five VGG taps].
 
     As the authors do, VGG sees the raw [0,1] RGB (no ImageNet normalisation) and no
     gradient flows through it. Taps are upsampled bilinearly with align_corners=False.
+    ``lazy=True`` (the default) returns :class:`HypercolumnFeatures`, which the first YTMT
+    block convolves without materialising the (B,1475,H,W) tensor; ``lazy=False`` returns
+    that tensor.
     """
 
-    def __init__(self, vgg: VGG19Features) -> None:
+    def __init__(self, vgg: VGG19Features, lazy: bool = True) -> None:
         super().__init__()
         self.vgg = vgg
+        self.lazy = lazy
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> HypercolumnFeatures | Tensor:
         with torch.no_grad():
-            size = x.shape[-2:]
-            taps = [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-                    for f in self.vgg(x)]
-            return torch.cat([x, *taps], dim=1)
+            features = HypercolumnFeatures(x.detach(), self.vgg(x))
+            return features if self.lazy else features.materialize()
 
 
 def imagenet_normalize(x: Tensor) -> Tensor:

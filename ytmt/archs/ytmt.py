@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ytmt.archs.vgg import HypercolumnFeatures
+
 Pair = tuple[Tensor, Tensor]
 
 HYPERCOLUMN_CHANNELS = 1475  # RGB 3 + VGG-19 taps 64 + 128 + 256 + 512 + 512
@@ -129,8 +131,10 @@ class StreamConv(nn.Module):
 class DualConv2d(nn.Module):
     """Both streams' ``StreamConv``; optionally their 3×3 convs as one grouped convolution.
 
-    When both streams read the same tensor (stage 1's first block) the two convs always run
-    as one conv with 2·out channels: the 1475-channel input is read once instead of twice.
+    When both streams read the same input (stage 1's first block) the two convs always run
+    as one conv with 2·out channels, so the input is read once instead of twice. A lazy
+    hypercolumn input (:class:`~ytmt.archs.vgg.HypercolumnFeatures`) is convolved factorised,
+    at the VGG taps' own resolutions.
     """
 
     def __init__(self, in_channels: int, out_channels: int, attention: bool,
@@ -140,14 +144,22 @@ class DualConv2d(nn.Module):
         self.r = StreamConv(in_channels, out_channels, attention, bias)
         self.fuse_streams = fuse_streams
 
-    def _joint(self, x: Tensor, groups: int) -> Tensor:
+    def _joint_weights(self) -> tuple[Tensor, Tensor | None]:
         weight = torch.cat([self.t.conv.weight, self.r.conv.weight])
         bias = None
         if self.t.conv.bias is not None:
             bias = torch.cat([self.t.conv.bias, self.r.conv.bias])
-        return F.conv2d(x, weight, bias, padding=1, groups=groups)
+        return weight, bias
 
-    def forward(self, t: Tensor, r: Tensor) -> Pair:
+    def _joint(self, x: Tensor, groups: int) -> Tensor:
+        return F.conv2d(x, *self._joint_weights(), padding=1, groups=groups)
+
+    def forward(self, t: Tensor | HypercolumnFeatures, r: Tensor | HypercolumnFeatures) -> Pair:
+        if isinstance(t, HypercolumnFeatures):  # the first block of a hypercolumn network
+            if t is r:
+                return t.conv3x3(*self._joint_weights()).chunk(2, dim=1)
+            return (t.conv3x3(self.t.conv.weight, self.t.conv.bias),
+                    r.conv3x3(self.r.conv.weight, self.r.conv.bias))
         if t is r and isinstance(self.t.pixel_att, nn.Identity):
             return self._joint(t, groups=1).chunk(2, dim=1)
         t, r = self.t.attend(t), self.r.attend(r)
