@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""The README's two commands: set up the environment, then run the pipeline or the tests.
+
+    python3 dev.py run     # create .venv, install, `dvc repro` the whole pipeline
+    python3 dev.py test    # create .venv, install with test extras, run the test suite
+
+Both are idempotent: the virtual environment is reused and re-installed only when
+pyproject.toml changes. Extra arguments go to `dvc repro` / `pytest`.
+Needs only python3 (>= 3.10) with venv and pip, and access to the package registries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".ytmt-installed"
+
+
+def sh(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env, check=True)
+
+
+def ensure_env() -> dict[str, str]:
+    if sys.version_info < (3, 10):
+        sys.exit(f"python >= 3.10 is required, this is {sys.version.split()[0]}")
+    if not (BIN / "python").exists():
+        sh(sys.executable, "-m", "venv", VENV)
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not STAMP.exists() or STAMP.read_text() != want:
+        # torch first and pinned: a bare requirement could pull a multi-GB CUDA build.
+        sh(BIN / "python", "-m", "pip", "install", "--quiet", "torch==2.13.0")
+        sh(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[test]")
+        STAMP.write_text(want)
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # dvc stages run `python ...`
+    env["VIRTUAL_ENV"] = str(VENV)
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    return env
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in ("run", "test", "setup"):
+        sys.exit(__doc__)
+    env = ensure_env()
+    if argv[0] == "run":
+        sh(BIN / "dvc", "repro", *argv[1:], env=env)
+        sh(BIN / "dvc", "metrics", "show", env=env)
+    elif argv[0] == "test":
+        sh(BIN / "python", "-m", "pytest", *argv[1:], env=env)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
