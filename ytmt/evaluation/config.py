@@ -3,13 +3,74 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from ytmt.config import ConfigError, bounded
+
+Protocol = Literal["paper", "strict"]
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    protocols: tuple[str, ...] = ("paper", "strict")
+    """Scoring of every trained model (``outputs/models``) on the synthetic test split and on
+    every benchmark the data manifest lists as present (params ``data.benchmarks``).
+
+    ``protocols``: ``paper`` (per-channel PSNR/SSIM on 0..255 floats) and/or ``strict``
+    (joint RGB on 8-bit images), see :mod:`ytmt.metrics`. ``synthetic``: also score the
+    synthetic test split. ``max_images``: at most this many images per set (null: all).
+    ``tile``: 0 runs each image in one pass like the paper; N > 0 tiles images larger than
+    N×N (``overlap`` shared pixels) to bound memory with full-width models.
+    ``visual_cases``: best and worst images per set drawn as input/T̂/R̂/T grids.
+    ``experiment``: MLflow experiment for models without a training run to log into.
+    ``tracking_uri`` null: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``.
+    """
+
+    protocols: tuple[Protocol, ...] = ("paper", "strict")
+    synthetic: bool = True
+    max_images: int | None = bounded(None, ge=1)
+    tile: int = bounded(0, ge=0)
+    overlap: int = bounded(32, ge=0)
+    device: str = "cpu"
+    torch_threads: int | None = bounded(None, ge=1)
+    visual_cases: int = bounded(3, ge=0)
+    experiment: str = "ytmt-evaluate"
+    tracking_uri: str | None = None
+
+    def validate(self) -> None:
+        if not self.protocols:
+            raise ConfigError("protocols: list at least one of 'paper', 'strict'")
+        if len(set(self.protocols)) != len(self.protocols):
+            raise ConfigError(f"protocols = {list(self.protocols)!r}: duplicates")
+        if self.tile and (self.tile % 16 or self.tile < 32):
+            raise ConfigError(f"tile = {self.tile}: expected 0 or a multiple of 16 >= 32")
+        if self.tile and self.overlap > self.tile // 2:
+            raise ConfigError(f"overlap = {self.overlap}: must be <= tile/2 = {self.tile // 2}")
 
 
 @dataclass(frozen=True)
 class RegisterConfig:
+    """MLflow Model Registry: every evaluated model becomes a version of ``model_name``;
+    alias ``alias`` (champion) moves to the version with the best validation ``metric``
+    (``mode`` max or min; a validation metric of training, never a test-set score), and each
+    variant's best version gets an alias named after the variant (``models:/ytmt@ytmt-ucs``).
+    """
+
     model_name: str = "ytmt"
+    alias: str = "champion"
+    metric: str = "val_psnr_t"
+    mode: Literal["max", "min"] = "max"
+    tracking_uri: str | None = None
+
+    def validate(self) -> None:
+        import re
+
+        if not re.fullmatch(r"[\w\-. ]+", self.model_name):
+            raise ConfigError(f"model_name = {self.model_name!r}: use letters, digits, "
+                              "'_', '-', '.'")
+        if not re.fullmatch(r"[\w\-]+", self.alias) or self.alias.lower() == "latest" or \
+                re.fullmatch(r"v\d+", self.alias):
+            raise ConfigError(f"alias = {self.alias!r}: letters, digits, '_' and '-'; not "
+                              "'latest' or 'v<number>' (reserved by MLflow)")
+        if not self.metric.startswith("val_"):
+            raise ConfigError(f"metric = {self.metric!r}: the champion is chosen by a "
+                              "validation metric (val_*), never by a test set")

@@ -3,16 +3,167 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from ytmt.config import bounded
+from ytmt.config import ConfigError, bounded
+
+
+Backend = Literal["auto", "gloo", "nccl"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    variants: list[str] = field(default_factory=lambda: ["ytmt-ucs"])
-    epochs: int = bounded(2, ge=1)
+    """Training recipe and how it is distributed (params.yaml ``train``).
+
+    Defaults run in minutes on a 2-core CPU. The paper's recipe: ``epochs: 120``,
+    ``lr: 1.0e-4``, ``lr_milestones: [60, 80, 100]``, ``lr_gamma: 0.5``, ``crop: 224``,
+    ``gan: true`` (with ``model.width: 64``). The learning rate is a pure function of the
+    epoch (:func:`ytmt.train.loop.learning_rate`).
+
+    Distribution: ``num_workers`` Ray Train workers (DDP, ``batch_size`` images each, so
+    the global batch is ``num_workers * batch_size``); ``0`` runs the loop in the calling
+    process (no Ray workers, no fault tolerance: unit tests, debugging). ``backend: auto`` is
+    gloo on CPU and nccl with GPUs. ``storage_path`` holds Ray's checkpoints; it must be
+    shared by all nodes on a cluster (null: ``$YTMT_RAY_STORAGE`` or
+    ``<cwd>/outputs/ray_results``). ``tracking_uri`` null: ``$MLFLOW_TRACKING_URI`` or the
+    local SQLite store (:mod:`ytmt.tracking`).
+    """
+
+    variants: tuple[str, ...] = ("ytmt-ucs",)
+    epochs: int = bounded(4, ge=1)
+    batch_size: int = bounded(4, ge=1)
+    crop: int = bounded(64, ge=16)
+    max_steps_per_epoch: int | None = bounded(None, ge=1)
+    # optimiser and schedule
+    lr: float = bounded(1e-4, gt=0.0)
+    betas: tuple[float, ...] = bounded((0.9, 0.999), ge=0.0, lt=1.0)
+    adam_eps: float = bounded(1e-8, gt=0.0)
+    lr_milestones: tuple[int, ...] = bounded((60, 80, 100), ge=1)
+    lr_gamma: float = bounded(0.5, gt=0.0, le=1.0)
+    gan: bool = False
+    discriminator_width: int = bounded(64, ge=1)
+    # reporting
+    log_every_steps: int = bounded(10, ge=1)
+    sample_every: int = bounded(1, ge=1)
+    sample_count: int = bounded(4, ge=1)
+    # data loading and threads inside each worker
+    loader_workers: int = bounded(0, ge=0)
+    torch_threads: int | None = bounded(None, ge=1)
+    # Ray Train
+    num_workers: int = bounded(2, ge=0)
+    use_gpu: bool = False
+    cpus_per_worker: float = bounded(0.5, gt=0.0)
+    gpus_per_worker: float = bounded(1.0, gt=0.0)
+    backend: Backend = "auto"
+    max_failures: int = bounded(1, ge=-1)
+    storage_path: str | None = None
+    # MLflow
+    experiment: str = "ytmt-train"
+    tracking_uri: str | None = None
+
+    def validate(self) -> None:
+        from ytmt.archs.ytmt import VARIANTS
+
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ConfigError(f"variants = {list(self.variants)!r}: unknown {unknown[0]!r}; "
+                              f"known: {', '.join(VARIANTS)}")
+        if not self.variants:
+            raise ConfigError("variants: list at least one variant")
+        if len(self.betas) != 2:
+            raise ConfigError(f"betas = {list(self.betas)!r}: expected two numbers (β1, β2)")
+        if list(self.lr_milestones) != sorted(set(self.lr_milestones)):
+            raise ConfigError(f"lr_milestones = {list(self.lr_milestones)!r}: expected "
+                              "strictly increasing epochs")
+        if self.backend == "nccl" and not self.use_gpu:
+            raise ConfigError("backend = 'nccl' needs use_gpu: true (use gloo or auto on CPU)")
+
+
+def _default_space() -> dict[str, dict[str, Any]]:
+    return {
+        "loss.perceptual": {"type": "loguniform", "low": 0.01, "high": 1.0},
+        "loss.exclusion": {"type": "choice", "values": [0.5, 1.0, 2.0]},
+    }
+
+
+# sections whose fields ``tune.overrides`` may set for every trial
+_OVERRIDABLE_SECTIONS = ("model", "loss", "train")
 
 
 @dataclass(frozen=True)
 class TuneConfig:
+    """The loss-weight sweep (params.yaml ``tune``; :mod:`ytmt.sweep`).
+
+    Each trial trains ``variant`` (null: the first of ``train.variants``; single-stage
+    only) for at most ``epochs`` epochs with the ``train`` recipe, ``overrides`` applied
+    (dotted keys of model/loss/train, e.g. ``train.max_steps_per_epoch: 4``) and the
+    sampled weights of ``space`` (:mod:`ytmt.sweep.space`). ``enabled: false`` writes an
+    empty ``best.yaml`` without starting Ray.
+
+    Resources: a trial runs ``workers_per_trial`` Ray Train workers of ``cpus_per_worker``
+    CPUs (and ``gpus_per_worker`` GPUs); its driver takes only ``driver_resources`` (a
+    custom resource the sweep gives the local Ray, so drivers never hold a CPU the workers
+    need: design.md s5). At most ``max_concurrent_trials`` run at once; the sweep refuses to
+    start when they cannot all fit, since waiting trials die on Ray Train's worker-group
+    start timeout.
+
+    Scheduler: ``asha`` stops trials whose ``metric`` (reported each epoch) falls below the
+    rung cutoff after ``grace_period`` epochs (rungs every ``reduction_factor``×); ``fifo``
+    runs every trial to ``epochs``.
+
+    Where: ``ray_address`` null: ``$RAY_ADDRESS`` (set by ``ray job submit``) or a local Ray
+    of ``local_cpus`` CPUs (null: all). ``storage_path`` null: ``$YTMT_TUNE_STORAGE`` or
+    ``<cwd>/outputs/tune_runs`` (outside the DVC output, so an interrupted sweep resumes);
+    on a cluster it must be shared storage. ``tracking_uri`` null:
+    ``$MLFLOW_TRACKING_URI`` or the local SQLite store (:mod:`ytmt.tracking`).
+    """
+
+    enabled: bool = True
+    variant: str | None = None
+    epochs: int = bounded(2, ge=1)
     num_samples: int = bounded(2, ge=1)
+    space: dict[str, dict[str, Any]] = field(default_factory=_default_space)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    # scheduler
+    scheduler: Literal["asha", "fifo"] = "asha"
+    metric: str = "val_psnr_t"
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = bounded(1, ge=1)
+    reduction_factor: float = bounded(2.0, gt=1.0)
+    # resources
+    max_concurrent_trials: int = bounded(1, ge=1)
+    workers_per_trial: int = bounded(1, ge=1)
+    cpus_per_worker: float = bounded(1.0, gt=0.0)
+    gpus_per_worker: float = bounded(0.0, ge=0.0)
+    driver_resources: dict[str, float] = field(default_factory=lambda: {"train_driver": 0.01})
+    # where
+    ray_address: str | None = None
+    local_cpus: int | None = bounded(None, ge=1)
+    storage_path: str | None = None
+    experiment: str = "ytmt-tune"
+    tracking_uri: str | None = None
+
+    def validate(self) -> None:
+        from ytmt.archs.ytmt import VARIANTS
+        from ytmt.sweep.space import validate_space
+
+        if self.variant is not None and self.variant not in VARIANTS:
+            raise ConfigError(f"variant = {self.variant!r}: unknown; known: "
+                              f"{', '.join(VARIANTS)}")
+        validate_space(self.space)
+        for key in self.overrides:
+            section, _, name = key.partition(".")
+            if section not in _OVERRIDABLE_SECTIONS or not name:
+                raise ConfigError(f"overrides.{key}: expected '<section>.<field>' with section "
+                                  f"one of {', '.join(_OVERRIDABLE_SECTIONS)}")
+            if key in self.space:
+                raise ConfigError(f"overrides.{key}: also in tune.space; a key is either "
+                                  "fixed or searched")
+            if key == "train.epochs":
+                raise ConfigError("overrides.train.epochs: use tune.epochs")
+        for name, amount in self.driver_resources.items():
+            if amount <= 0:
+                raise ConfigError(f"driver_resources.{name} = {amount}: must be > 0")
+        if self.grace_period > self.epochs:
+            raise ConfigError(f"grace_period = {self.grace_period} must be <= epochs = "
+                              f"{self.epochs}")

@@ -1,0 +1,167 @@
+"""Training throughput (images/s) of one full training step: model forward, the whole loss
+(reconstruction, perceptual through VGG-19, exclusion), backward, Adam step.
+
+Each mode is measured in the same run and reported against the first (the baseline,
+fp32 eager), so the ratios hold on any machine. Data loading is excluded (the batch is
+made once on the device): this is the compute the loop does per step.
+
+    python bench/bench_train.py                       # CPU, small model (width 8, 64 px)
+    python bench/bench_train.py --gpu                 # GPU: fp32 eager vs bf16 autocast +
+                                                      # channels_last + torch.compile, MFU
+    python bench/bench_train.py --gpu --width 64 --crop 224 --batch 8   # the paper's scale
+
+MFU (model FLOP utilisation) = FLOPs of one step (counted by torch.utils.flop_counter on the
+real step, forward + backward) × steps/s ÷ the GPU's peak dense bf16 FLOP/s (a table of
+common GPUs below, or ``--peak-tflops``). The issue's GPU target: ≥ 2.5× the fp32 eager
+throughput and ≥ 40 % MFU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import torch
+
+from ytmt.config import to_dict
+from ytmt.params import Params
+from ytmt.train.components import build_components, resolve_params
+
+# Peak dense bf16 tensor FLOP/s (no sparsity), from the vendors' data sheets.
+PEAK_BF16_TFLOPS = {
+    "H200": 989.4, "H100 SXM": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 756.0,
+    "A100": 312.0, "L40S": 362.1, "L40": 181.0, "L4": 121.0, "A10G": 70.0, "A10": 125.0,
+    "RTX 4090": 165.2, "RTX 3090": 71.0, "V100": 125.0,  # V100: fp16 (no bf16)
+}
+
+
+def peak_tflops(name: str) -> float | None:
+    for key in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):
+        if key.lower() in name.lower():
+            return PEAK_BF16_TFLOPS[key]
+    return None
+
+
+def make_step(args, device: torch.device, bf16: bool, channels_last: bool, compile_: bool):
+    """A closure running one training step on a fixed batch; returns (step, batch size)."""
+    params = resolve_params(to_dict(Params()), {
+        "model.width": args.width, "model.vgg_weights": "random", "train.gan": False,
+        "loss.exclusion": args.exclusion})
+    parts = build_components(params, args.variant)
+    model, criterion = parts.model.to(device), parts.criterion.to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    shape = (args.batch, 3, args.crop, args.crop)
+    t = (torch.rand(shape, generator=g) * 0.6).to(device).contiguous(memory_format=fmt)
+    r = (torch.rand(shape, generator=g) * 0.4).to(device).contiguous(memory_format=fmt)
+    mixture = (t + r).clamp(0, 1)
+    forward = torch.compile(model) if compile_ else model
+    loss_fn = torch.compile(criterion) if compile_ else criterion
+
+    def step() -> None:
+        ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16
+               else contextlib.nullcontext())
+        with ctx:
+            t_hat, r_hat = forward(mixture)
+            terms = loss_fn(t_hat.float(), r_hat.float(), t, r, mixture)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(step, device: torch.device, warmup: int, iters: int) -> float:
+    """Seconds per step (median of ``iters`` after ``warmup``)."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def count_flops(step) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gpu", action="store_true", help="CUDA: fp32 eager vs bf16+compile")
+    ap.add_argument("--variant", default="ytmt-ucs")
+    ap.add_argument("--width", type=int, default=None, help="default: 8 on CPU, 64 on GPU")
+    ap.add_argument("--crop", type=int, default=None, help="default: 64 on CPU, 224 on GPU")
+    ap.add_argument("--batch", type=int, default=None, help="default: 4 on CPU, 16 on GPU")
+    ap.add_argument("--exclusion", type=float, default=1.0, help="loss.exclusion weight")
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="peak dense bf16 TFLOP/s of the GPU (default: from a table)")
+    args = ap.parse_args(argv)
+    gpu = args.gpu
+    if gpu and not torch.cuda.is_available():
+        ap.error("--gpu: CUDA is not available")
+    device = torch.device("cuda" if gpu else "cpu")
+    args.width = args.width or (64 if gpu else 8)
+    args.crop = args.crop or (224 if gpu else 64)
+    args.batch = args.batch or (16 if gpu else 4)
+    warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+    iters = args.iters or (20 if gpu else 5)
+    if gpu:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False  # the baseline is true fp32
+        torch.backends.cudnn.allow_tf32 = False
+        modes = [("fp32 eager", False, False, False),
+                 ("bf16 + channels_last", True, True, False),
+                 ("bf16 + channels_last + compile", True, True, True)]
+    else:
+        modes = [("fp32 eager", False, False, False),
+                 ("fp32 channels_last", False, True, False)]
+    name = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"{args.variant} width {args.width}, {args.batch}x3x{args.crop}x{args.crop}, "
+          f"{name}, torch {torch.__version__}")
+    flops = count_flops(make_step(args, device, False, False, False))
+    print(f"FLOPs per training step: {flops / 1e9:.1f} GFLOP "
+          f"({flops / args.batch / 1e9:.2f} per image)")
+    peak = (args.peak_tflops or peak_tflops(name)) if gpu else None
+    base = None
+    for label, bf16, cl, comp in modes:
+        t0 = time.perf_counter()
+        step = make_step(args, device, bf16, cl, comp)
+        sec = measure(step, device, warmup, iters)
+        setup = time.perf_counter() - t0 - sec * iters
+        ips = args.batch / sec
+        base = base or ips
+        line = (f"{label:34s} {ips:9.1f} img/s  {sec * 1e3:8.1f} ms/step  "
+                f"x{ips / base:5.2f} vs fp32 eager  (setup+warm-up {setup:.0f} s)")
+        if peak:
+            line += f"  MFU {flops / sec / (peak * 1e12):6.1%} of {peak:.0f} TFLOP/s bf16"
+        print(line, flush=True)
+        del step
+        if gpu:
+            torch.cuda.empty_cache()
+    if gpu and not peak:
+        print(f"no peak bf16 FLOP/s known for {name!r}: pass --peak-tflops for MFU")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""DVC stage `scan`: record which external real data under params `data.root` is present."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ytmt.data.manifest import scan, write_manifest
+from ytmt.params import load_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="outputs/data_manifest.json")
+    args = ap.parse_args(argv)
+    manifest = scan(load_params(args.params).data)
+    write_manifest(manifest, args.out)
+    sets = {"real_pairs": manifest["real_pairs"], **manifest["benchmarks"]}
+    for name, entry in sets.items():
+        state = f"{entry['count']} pairs" if entry["present"] else "absent"
+        print(f"scan {name}: {entry['path']}: {state}" + (f" ({entry['error']})"
+                                                          if entry["error"] else ""))
+        if entry["error"]:
+            print(f"warning: {name}: {entry['error']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

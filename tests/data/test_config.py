@@ -1,0 +1,40 @@
+"""params.yaml sections fetch / synthesize / data: defaults load, bad values name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ytmt.config import ConfigError, parse_section
+from ytmt.data.config import DataConfig, FetchConfig, SynthesizeConfig
+from ytmt.params import load_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_repo_params_load():
+    p = load_params(REPO / "params.yaml")
+    assert p.fetch.source == "samples" and p.synthesize.size < p.synthesize.scale_max
+    assert p.synthesize.kernel_size == 11 and p.synthesize.gamma_min == 1.3
+    assert isinstance(p.data, DataConfig)
+
+
+@pytest.mark.parametrize("cls, section, values, match", [
+    (FetchConfig, "fetch", {"source": "folder"}, "needs folder"),
+    (FetchConfig, "fetch", {"source": "flickr"}, "one of 'samples'"),
+    (FetchConfig, "fetch", {"samples": ["astronaut", "brain"]}, "not offline"),
+    (FetchConfig, "fetch", {"samples": ["astronaut"]}, "at least 2"),
+    (FetchConfig, "fetch", {"limit": 1}, ">= 2"),
+    (FetchConfig, "fetch", {"voc_md5": "abc"}, "32 hex"),
+    (SynthesizeConfig, "synthesize", {"kernel_size": 10}, "odd"),
+    (SynthesizeConfig, "synthesize", {"size": 128}, "scale_min = 96: must be >= size"),
+    (SynthesizeConfig, "synthesize", {"sigma_min": 6.0}, "sigma_min = 6.0 > sigma_max"),
+    (SynthesizeConfig, "synthesize", {"backend": "spark"}, "one of 'local', 'ray'"),
+    (SynthesizeConfig, "synthesize", {"resample": "lanczos"}, "one of 'opencv', 'pil'"),
+    (SynthesizeConfig, "synthesize", {"flip_p": 1.5}, "<= 1.0"),
+    (SynthesizeConfig, "synthesize", {"chunks": 3}, "unknown key"),
+])
+def test_bad_values_are_rejected(cls, section, values, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_section(cls, values, section)

@@ -1,0 +1,134 @@
+"""The DVC stage end to end (in-process workers) and the fast failures before any worker."""
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from ytmt.config import ConfigError
+from ytmt.params import parse_params
+from ytmt.tracking import TrackingUnavailable
+from ytmt.train.trainer import ShardsMissing, read_overrides, train_variant
+
+from .conftest import tiny_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_mlflow_fails_within_seconds_before_workers(tmp_path, shards):
+    params = parse_params(tiny_params(tmp_path, train__num_workers=2))
+    t0 = time.perf_counter()
+    with pytest.raises(TrackingUnavailable, match="not reachable"):
+        train_variant(params, "ytmt-ucs", shards, tmp_path / "models",
+                      tracking_uri=f"http://127.0.0.1:{_closed_port()}")
+    assert time.perf_counter() - t0 < 10
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("make", ["missing", "incomplete"])
+def test_missing_shards_fail_within_seconds_before_workers(tmp_path, make):
+    shard_dir = tmp_path / "shards"
+    if make == "incomplete":
+        (shard_dir / "train").mkdir(parents=True)  # no manifest.json: synthesis never ended
+    params = parse_params(tiny_params(tmp_path, train__num_workers=2))
+    t0 = time.perf_counter()
+    with pytest.raises(ShardsMissing, match=str(shard_dir)):
+        train_variant(params, "ytmt-ucs", shard_dir, tmp_path / "models")
+    assert time.perf_counter() - t0 < 10
+    assert not (tmp_path / "ray_results").exists()
+
+
+def test_best_overrides_file(tmp_path):
+    good = tmp_path / "best.yaml"
+    good.write_text("loss.perceptual: 0.08\nloss.exclusion: 1.2\n")
+    assert read_overrides(good) == {"loss.perceptual": 0.08, "loss.exclusion": 1.2}
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    assert read_overrides(empty) == {}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="dotted keys"):
+        read_overrides(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        read_overrides(tmp_path / "nope.yaml")
+
+
+def _png_b64(height: int, width: int) -> str:
+    rng = np.random.default_rng(height)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def test_stage_trains_two_stage_variant_and_logs_everything(tmp_path, shards):
+    """`python pipelines/train.py` with variants [ytmt-uct]: ytmt-ucs is trained first and
+    feeds uct's frozen stage 1; both land in MLflow and in outputs; the logged model loads
+    back with mlflow.pyfunc and separates images of two sizes."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    params = tiny_params(tmp_path, train__variants=["ytmt-uct"], train__epochs=2,
+                         train__max_steps_per_epoch=1, train__sample_every=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "best.yaml").write_text("loss.perceptual: 0.05\n")
+    out, metrics, plots = tmp_path / "models", tmp_path / "train.json", tmp_path / "plots"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "train.py"), "--params",
+         str(tmp_path / "params.yaml"), "--shards", str(shards), "--best",
+         str(tmp_path / "best.yaml"), "--out", str(out), "--metrics", str(metrics),
+         "--plots", str(plots)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "epoch 2/2 step 1/1 loss" in proc.stdout  # console progress
+    summary = json.loads(metrics.read_text())
+    assert set(summary) == {"ytmt-ucs", "ytmt-uct"}
+    for variant in summary:
+        assert summary[variant]["epoch"] == 2
+        assert (plots / f"{variant}.png").stat().st_size > 0
+        rows = (plots / f"{variant}.csv").read_text().splitlines()
+        assert rows[0].startswith("epoch,") and len(rows) == 3
+    info = json.loads((out / "ytmt-uct" / "info.json").read_text())
+    assert Path(info["model_path"]).is_file() and info["vgg_weights"] == "random"
+
+    uri = params["train"]["tracking_uri"]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(params["train"]["experiment"])
+    runs = {r.data.tags["variant"]: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"ytmt-ucs", "ytmt-uct"}
+    run = runs["ytmt-uct"]
+    assert run.info.status == "FINISHED" and run.info.run_id == info["mlflow_run_id"]
+    assert run.data.params["loss.perceptual"] == "0.05"  # the tune stage's override
+    assert run.data.params["vgg_weights_used"] == "random"
+    assert run.data.params["stage1_checkpoint"].endswith("ytmt-ucs/model.pt")
+    assert run.data.tags["vgg_weights"] == "random"
+    for key in ("val_psnr_t", "val_ssim_r_strict", "loss_exclusion", "lr", "images_per_s"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert artifacts == {"samples/epoch_0001.png", "samples/epoch_0002.png"}
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "curves")] == \
+        ["curves/loss_curves.png"]
+
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(info["model_uri"])
+    for h, w in ((40, 56), (64, 48)):
+        pred = model.predict(pd.DataFrame({"image": [_png_b64(h, w)]}))
+        t_img = Image.open(io.BytesIO(base64.b64decode(pred["transmission"][0])))
+        assert t_img.size == (w, h)

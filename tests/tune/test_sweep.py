@@ -1,0 +1,173 @@
+"""A real 2-trial sweep at tiny scale (width 4, 32 px crops, 2 steps per epoch, 2 epochs),
+interrupted with Ctrl-C (SIGINT) once its first trial has finished and run again.
+
+One sweep serves every test here (Ray start-up and worker start-up dominate its cost).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import run_tune, sweep_params, tune_cmd
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 2
+
+
+def _client(tmp: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+
+
+def _finished_child(tmp: Path, log: Path):
+    if "[tune] starting sweep" not in log.read_text():
+        return None  # the sweep has not set up its MLflow store yet: do not race it
+    c = _client(tmp)
+    exp = c.get_experiment_by_name("ytmt-tune")
+    if exp is None:
+        return None
+    runs = c.search_runs([exp.experiment_id], filter_string=(
+        "tags.ytmt_tune_trial_id != '' and attributes.status = 'FINISHED'"))
+    return runs[0] if runs else None
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, shards):
+    tmp = tmp_path_factory.mktemp("sweep")
+    params = sweep_params(
+        tmp, epochs=EPOCHS, num_samples=1, overrides={"train.max_steps_per_epoch": 2},
+        space={"loss.perceptual": {"type": "loguniform", "low": 0.01, "high": 1.0},
+               "loss.exclusion": {"type": "grid", "values": [0.0, 2.0]}})
+    out = tmp / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    log1 = tmp / "first.log"
+    with log1.open("w") as log:
+        proc = subprocess.Popen(tune_cmd(params, shards, out), cwd=tmp, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 420
+            first = None
+            while first is None and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(2)
+                first = _finished_child(tmp, log1)
+            assert first is not None, "no trial finished:\n" + log1.read_text()[-4000:]
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            rc1 = proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    second = run_tune(params, shards, out)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    with (out / "trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return {"tmp": tmp, "out": out, "rc1": rc1, "log1": log1.read_text(), "first": first,
+            "second": second.stdout + second.stderr, "rows": rows,
+            "summary": json.loads((out / "summary.json").read_text()),
+            "best": yaml.safe_load((out / "best.yaml").read_text())}
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(sweep):
+    assert sweep["rc1"] == 130, sweep["log1"][-3000:]
+    assert "sweep interrupted" in sweep["log1"]
+    assert "resuming sweep" in sweep["second"]
+    assert sweep["summary"]["restored"] is True
+    first = sweep["first"]
+    trial_id = first.data.tags["ytmt_tune_trial_id"]
+    after = _client(sweep["tmp"]).get_run(first.info.run_id)
+    # a re-run trial reopens its MLflow run and ends it again
+    assert after.info.end_time == first.info.end_time
+    assert after.info.status == "FINISHED"
+    row = next(r for r in sweep["rows"] if r["trial_id"] == trial_id)
+    trial_dir = next(Path(sweep["summary"]["experiment_path"]).glob(f"*{trial_id}*"))
+    results = (trial_dir / "result.json").read_text().splitlines()
+    assert len(results) == int(row["epochs_run"])  # no second pass appended
+
+
+def test_both_trials_are_mlflow_children_of_the_sweep_run(sweep):
+    c = _client(sweep["tmp"])
+    exp = c.get_experiment_by_name("ytmt-tune")
+    parents = c.search_runs([exp.experiment_id], filter_string="tags.ytmt_role = 'sweep'")
+    assert len(parents) == 1  # the resumed sweep reused its parent run
+    parent = parents[0]
+    assert parent.info.run_id == sweep["summary"]["parent_run_id"]
+    assert parent.info.status == "FINISHED"
+    children = c.search_runs([exp.experiment_id], filter_string=(
+        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"))
+    assert len(children) == len(sweep["rows"]) == 2
+    by_trial = {r.data.tags["ytmt_tune_trial_id"]: r for r in children}
+    assert set(by_trial) == {r["trial_id"] for r in sweep["rows"]}
+    for row in sweep["rows"]:
+        run = by_trial[row["trial_id"]]
+        assert run.info.status == "FINISHED"
+        assert row["mlflow_run_id"] == run.info.run_id
+        for key in ("loss.perceptual", "loss.exclusion"):  # the sampled weights as params
+            assert float(run.data.params[key]) == pytest.approx(float(row[key]))
+        assert run.data.params["train.max_steps_per_epoch"] == "2"  # tune.overrides applied
+        history = c.get_metric_history(run.info.run_id, "val_psnr_t")
+        assert sorted(m.step for m in history) == list(range(1, int(row["epochs_run"]) + 1))
+        assert run.data.tags["ray_node_id.rank0"] == row["train_nodes"]
+    assert sorted(float(r["loss.exclusion"]) for r in sweep["rows"]) == [0.0, 2.0]  # the grid
+
+
+def test_scheduler_decisions_are_recorded(sweep):
+    c = _client(sweep["tmp"])
+    epoch1 = {}
+    for row in sweep["rows"]:
+        run = c.get_run(row["mlflow_run_id"])
+        decision = run.data.tags["tune_decision"]
+        assert decision == row["scheduler_decision"] == row["status"]
+        epochs = int(row["epochs_run"])
+        if decision == "completed":
+            assert epochs == EPOCHS and row["stopped_at_epoch"] == ""
+        else:
+            assert decision == "stopped_early" and row["stopped_early"] == "True"
+            assert int(run.data.tags["tune_stopped_at_epoch"]) == epochs < EPOCHS
+            assert [m.step for m in c.get_metric_history(run.info.run_id,
+                                                         "tune_stopped_early")] == [epochs]
+        epoch1[row["trial_id"]] = next(m.value for m in c.get_metric_history(
+            run.info.run_id, "val_psnr_t") if m.step == 1)
+    # ASHA (grace 1, reduction 2) stops the second trial at epoch 1 iff it is below the
+    # first; the first trial to reach the rung is never stopped there.
+    a, b = sorted(sweep["rows"], key=lambda r: r["trial_id"])
+    assert a["status"] == "completed"
+    assert (b["status"] == "stopped_early") == (epoch1[b["trial_id"]] < epoch1[a["trial_id"]])
+    parent = c.get_run(sweep["summary"]["parent_run_id"])
+    assert parent.data.metrics["trials_stopped_early"] == sum(
+        r["status"] == "stopped_early" for r in sweep["rows"])
+    assert sweep["summary"]["stopped_early"] == [
+        r["trial_id"] for r in sweep["rows"] if r["status"] == "stopped_early"]
+
+
+def test_best_yaml_holds_the_best_trials_weights(sweep):
+    rows = [r for r in sweep["rows"] if r["status"] == "completed"]  # ASHA's survivors
+    best = max(rows, key=lambda r: float(r["val_psnr_t"]))
+    assert sweep["summary"]["best_trial_id"] == best["trial_id"]
+    assert sweep["best"] == {"loss.perceptual": pytest.approx(float(best["loss.perceptual"])),
+                             "loss.exclusion": pytest.approx(float(best["loss.exclusion"]))}
+    c = _client(sweep["tmp"])
+    last = max(c.get_metric_history(best["mlflow_run_id"], "val_psnr_t"), key=lambda m: m.step)
+    assert sweep["summary"]["best_metric"] == pytest.approx(last.value)
+    parent = c.get_run(sweep["summary"]["parent_run_id"])
+    assert float(parent.data.tags["best.loss.perceptual"]) == pytest.approx(
+        sweep["best"]["loss.perceptual"])
+    assert parent.data.metrics["best_val_psnr_t"] == pytest.approx(last.value)
+    # the train stage reads best.yaml as dotted overrides: they must validate
+    from ytmt.params import load_params
+    from ytmt.train.loop import resolve_params
+    from ytmt.config import to_dict
+
+    resolved = resolve_params(to_dict(load_params(sweep["tmp"] / "params.yaml")), sweep["best"])
+    assert resolved.loss.exclusion == pytest.approx(sweep["best"]["loss.exclusion"])

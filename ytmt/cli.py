@@ -1,0 +1,152 @@
+"""The ``ytmt`` command.
+
+::
+
+    ytmt variants                                  # the network variants, one per line
+    ytmt separate PATH... --model MODEL --out DIR [--tile N --overlap N --device cpu|cuda]
+
+``separate`` takes image files and folders (their images, not recursive); MODEL is a ytmt
+checkpoint file or an MLflow model URI (``models:/ytmt-ytmt-ucs@champion``,
+``models:/<name>/<version>``, ``runs:/<run id>/model``). For every input ``<stem>.<ext>`` it
+writes ``DIR/<stem>_T.png`` (transmission) and ``DIR/<stem>_R.png`` (reflection), 8-bit RGB of
+the input's size (after its EXIF orientation). Unreadable inputs are reported and skipped; the
+exit status is 1 when any input failed, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ytmt.data.layout import IMAGE_SUFFIXES
+
+
+def _positive_or_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ytmt.inference import DEFAULT_OVERLAP, DEFAULT_TILE
+
+    parser = argparse.ArgumentParser(prog="ytmt", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("variants", help="list the network variants (ytmt.VARIANTS)")
+
+    sep = sub.add_parser("separate", help="split photos into transmission and reflection",
+                         description="Split photos taken through glass into a transmission "
+                                     "(<stem>_T.png) and a reflection (<stem>_R.png).")
+    sep.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    sep.add_argument("--model", required=True,
+                     help="checkpoint file or MLflow model URI (models:/<name>@champion, "
+                          "models:/<name>/<version>, runs:/<run id>/model)")
+    sep.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    sep.add_argument("--tile", type=_positive_or_zero, default=DEFAULT_TILE,
+                     help=f"tile size in pixels, a multiple of 16 (default {DEFAULT_TILE}; "
+                          "0: whole image in one pass, memory grows with the area)")
+    sep.add_argument("--overlap", type=_positive_or_zero, default=DEFAULT_OVERLAP,
+                     help=f"pixels shared by neighbouring tiles (default {DEFAULT_OVERLAP})")
+    sep.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    sep.add_argument("--tracking-uri", default=None,
+                     help="MLflow tracking/registry URI for models:/ and runs:/ (default: "
+                          "$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+    return parser
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; folders → their image files (sorted, not recursive). Errors for missing
+    paths, empty folders and two inputs that would write the same output names."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir()
+                           if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"{p}: folder holds no images "
+                                 f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ValueError(f"{p}: no such file or folder")
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen and seen[f.stem] != f:
+            raise ValueError(f"{seen[f.stem]} and {f} would both write {f.stem}_T.png; "
+                             "separate them into different --out folders")
+        seen[f.stem] = f
+    return list(dict.fromkeys(files))
+
+
+def cmd_variants() -> int:
+    from ytmt import VARIANTS
+
+    for name, v in VARIANTS.items():
+        print(f"{name:20s} {v.summary}")
+    return 0
+
+
+def cmd_separate(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.exceptions import MlflowException
+    from tqdm import tqdm
+
+    from ytmt.inference import (ImageReadError, check_tiling, load_image, save_png, separate,
+                                tile_count)
+    from ytmt.serving import load_separator
+
+    tile = args.tile or None
+    if tile is not None:
+        check_tiling(tile, args.overlap)
+    files = expand_inputs(args.paths)
+    try:
+        model = load_separator(args.model, tracking_uri=args.tracking_uri)
+    except MlflowException as err:
+        raise ValueError(f"--model {args.model}: {err.message}") from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    with tqdm(total=len(files), unit="img", desc="separate", file=sys.stderr) as bar:
+        for path in files:
+            bar.set_postfix_str(path.name)
+            try:
+                image = load_image(path)
+            except (ImageReadError, OSError) as err:
+                tqdm.write(f"error: {err}", file=sys.stderr)
+                failed += 1
+                bar.update(1)
+                continue
+            h, w = image.shape[:2]
+            with tqdm(total=tile_count(h, w, tile, args.overlap), unit="tile", leave=False,
+                      desc=path.name, file=sys.stderr) as tiles:
+                t_hat, r_hat = separate(model, image, tile=tile, overlap=args.overlap,
+                                        device=args.device,
+                                        progress=lambda done, total: tiles.update(1))
+            save_png(t_hat, args.out / f"{path.stem}_T.png")
+            save_png(r_hat, args.out / f"{path.stem}_R.png")
+            bar.update(1)
+    done = len(files) - failed
+    print(f"wrote {done} pair(s) to {args.out}" + (f"; {failed} input(s) failed" if failed
+                                                    else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "variants":
+            return cmd_variants()
+        return cmd_separate(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"ytmt {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

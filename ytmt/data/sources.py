@@ -1,0 +1,414 @@
+"""Training photo sources (``fetch`` stage) and robust image loading.
+
+``fetch_images(cfg, out)`` fills ``out`` with clean 8-bit RGB images plus ``index.json``::
+
+    <out>/<id>.jpg|.png     one image per id (clean JPEG/PNG files are copied byte for byte,
+                            anything converted is re-encoded as lossless PNG)
+    <out>/index.json        {"source": ..., "images": [{"id", "file", "height", "width"}, ...]}
+
+The folder appears atomically (built as ``<out>.tmp`` and renamed), so a killed fetch never
+leaves a half-filled ``outputs/images``.
+
+Sources:
+
+- ``samples``: natural RGB photos bundled in scikit-image's wheel (works offline).
+- ``voc2012``: the official ``VOCtrainval_11-May-2012.tar`` (1,999,639,040 bytes, md5
+  6cd6e144f989b92b3379bac3b3de84fd). Downloaded into ``cache_dir`` with HTTP Range resume
+  and progress, size- and md5-checked *before* anything is extracted; then only regular
+  files named ``VOCdevkit/VOC2012/JPEGImages/<name>.jpg`` are read from the tar stream
+  (no ``extractall``: no path traversal, links or devices). ``voc_tar`` skips the download.
+- ``folder``: every file with an image suffix under ``folder``, recursively.
+
+Bad input never crashes the stage. :func:`load_rgb` converts what it sensibly can
+(grayscale, palette, RGBA/LA over white, CMYK, 16-bit, EXIF orientation) and raises
+:class:`BadImage` with a short reason for the rest (not an image, truncated, too small,
+unsupported mode); the stage counts every outcome in its metrics JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ytmt.data.config import FetchConfig
+from ytmt.data.layout import IMAGE_SUFFIXES
+from ytmt.data.progress import Progress
+
+INDEX = "index.json"
+VOC_MEMBER = re.compile(r"^(?:\./)?VOCdevkit/VOC2012/JPEGImages/([A-Za-z0-9_.\-]+)\.jpg$")
+_EXIF_ORIENTATION = 0x0112
+_STEREO = {"motorcycle_left": 0, "motorcycle_right": 1}
+
+
+class BadImage(ValueError):
+    """An input file that cannot be used as an RGB photo; ``reason`` is a short slug."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class DownloadError(RuntimeError):
+    """A download or archive that failed its size or checksum check."""
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_rgb(source: str | Path | IO[bytes], min_side: int = 1) -> tuple[np.ndarray, list[str]]:
+    """Decode ``source`` to ``(H, W, 3) uint8`` RGB, upright per its EXIF orientation.
+
+    Returns the array and the list of conversions applied (``exif_rotated``, ``grayscale``,
+    ``palette``, ``alpha``, ``cmyk``, ``16bit``, ...; empty for a clean RGB file).
+    Raises BadImage(reason) for files that cannot sensibly be used."""
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source)
+            img.load()
+    except UnidentifiedImageError as err:
+        raise BadImage("not_an_image", str(err)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise BadImage("too_large", str(err)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        reason = "truncated" if "truncated" in str(err).lower() else "unreadable"
+        raise BadImage(reason, str(err)) from None
+
+    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation not in (1, None):
+        img = ImageOps.exif_transpose(img)
+        notes.append("exif_rotated")
+
+    mode = img.mode
+    if mode == "RGB":
+        arr = np.asarray(img)
+    elif mode in ("L", "1"):
+        arr = np.asarray(img.convert("RGB"))
+        notes.append("grayscale")
+    elif mode == "P":
+        rgba = img.convert("RGBA")
+        notes.append("palette")
+        arr = _over_white(rgba, notes)
+    elif mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        arr = _over_white(img.convert("RGBA"), notes)
+    elif mode == "CMYK":
+        arr = np.asarray(img.convert("RGB"))
+        notes.append("cmyk")
+    elif mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        raw = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or raw.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.round(raw * (255.0 / peak)), 0, 255).astype(np.uint8)
+        arr = np.repeat(gray[..., None], 3, axis=2)
+        notes += ["16bit", "grayscale"]
+    else:
+        raise BadImage("unsupported_mode", f"PIL mode {mode}")
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise BadImage("unsupported_mode", f"decoded shape {arr.shape}")
+    if min(arr.shape[:2]) < min_side:
+        raise BadImage("too_small", f"{arr.shape[1]}x{arr.shape[0]} < {min_side} px")
+    return np.ascontiguousarray(arr, dtype=np.uint8), notes
+
+
+def _over_white(rgba: Image.Image, notes: list[str]) -> np.ndarray:
+    a = np.asarray(rgba)
+    alpha = a[..., 3:4].astype(np.float32) / 255.0
+    if alpha.min(initial=1.0) >= 1.0:
+        return np.ascontiguousarray(a[..., :3])
+    notes.append("alpha")
+    out = a[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- output
+
+
+@dataclass
+class FetchReport:
+    """Counts for the metrics JSON: every input ends up kept, converted+kept or skipped."""
+
+    source: str
+    kept: int = 0
+    converted: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[dict[str, str]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def skip(self, name: str, err: BadImage) -> None:
+        self.skipped[err.reason] += 1
+        if len(self.examples) < 20:
+            self.examples.append({"file": name, "reason": err.reason, "detail": str(err)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "images": self.kept,
+                "converted": sum(self.converted.values()),
+                "skipped": sum(self.skipped.values()),
+                "converted_by_reason": dict(sorted(self.converted.items())),
+                "skipped_by_reason": dict(sorted(self.skipped.items())),
+                "skipped_examples": self.examples, **self.extra}
+
+
+class ImageSink:
+    """Writes sanitised images and the index into a temporary folder renamed on commit."""
+
+    def __init__(self, out: str | Path, report: FetchReport, min_side: int,
+                 limit: int | None):
+        self.out = Path(out)
+        self.tmp = self.out.with_name(self.out.name + ".tmp")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.report, self.min_side, self.limit = report, min_side, limit
+        self.entries: list[dict[str, Any]] = []
+        self._ids: set[str] = set()
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and len(self.entries) >= self.limit
+
+    def add_bytes(self, image_id: str, name: str, data: bytes) -> None:
+        """Validate encoded bytes; copy them as-is when clean, else re-encode as PNG."""
+        try:
+            arr, notes = load_rgb(io.BytesIO(data), self.min_side)
+        except BadImage as err:
+            self.report.skip(name, err)
+            return
+        fmt = Image.open(io.BytesIO(data)).format
+        if not notes and fmt in ("JPEG", "PNG"):
+            self._store(image_id, arr, notes, data, ".jpg" if fmt == "JPEG" else ".png")
+        else:
+            self._store(image_id, arr, notes + ([] if notes else [f"format_{fmt.lower()}"]))
+
+    def add_array(self, image_id: str, arr: np.ndarray) -> None:
+        self._store(image_id, arr, [])
+
+    def _store(self, image_id: str, arr: np.ndarray, notes: list[str],
+               data: bytes | None = None, suffix: str = ".png") -> None:
+        image_id = self._unique(image_id)
+        path = self.tmp / f"{image_id}{suffix}"
+        if data is not None:
+            path.write_bytes(data)
+        else:
+            Image.fromarray(arr).save(path, compress_level=1)
+        for n in notes:
+            self.report.converted[n] += 1
+        self.report.kept += 1
+        self.entries.append({"id": image_id, "file": path.name, "height": int(arr.shape[0]),
+                             "width": int(arr.shape[1])})
+
+    def _unique(self, image_id: str) -> str:
+        base, k = re.sub(r"[^A-Za-z0-9_.\-]", "_", image_id), 1
+        image_id = base
+        while image_id in self._ids:
+            k += 1
+            image_id = f"{base}_{k}"
+        self._ids.add(image_id)
+        return image_id
+
+    def commit(self) -> None:
+        if len(self.entries) < 2:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise ValueError(f"fetch {self.report.source}: only {len(self.entries)} usable "
+                             f"image(s) (skipped: {dict(self.report.skipped)}); synthesis "
+                             "needs at least 2 to pair a transmission with a reflection")
+        index = {"source": self.report.source, "images": self.entries}
+        (self.tmp / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+        shutil.rmtree(self.out, ignore_errors=True)
+        os.replace(self.tmp, self.out)
+
+
+def read_index(images: str | Path) -> list[dict[str, Any]]:
+    """The image entries written by :func:`fetch_images` (with ``path`` added)."""
+    images = Path(images)
+    path = images / INDEX
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; run the fetch stage first")
+    entries = json.loads(path.read_text())["images"]
+    for e in entries:
+        e["path"] = str(images / e["file"])
+    return entries
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def sample_images(names: tuple[str, ...]) -> Iterator[tuple[str, np.ndarray]]:
+    """scikit-image's bundled photos as ``(name, (H, W, 3) uint8)``, read from the wheel."""
+    import skimage.data
+
+    for name in names:
+        if name in _STEREO:
+            arr = skimage.data.stereo_motorcycle()[_STEREO[name]]
+        else:
+            arr = getattr(skimage.data, name)()
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+            raise ValueError(f"skimage.data.{name}: {arr.shape} {arr.dtype} is not an RGB photo")
+        yield name, arr
+
+
+def folder_files(folder: str | Path) -> tuple[list[Path], int]:
+    """Image-suffixed files under ``folder`` (sorted, recursive) and the count of others."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"fetch.folder = {str(folder)!r}: not a folder")
+    files, other = [], 0
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(p)
+            else:
+                other += 1
+    return files, other
+
+
+def md5sum(path: Path, progress_label: str | None = None) -> str:
+    h = hashlib.md5()
+    prog = Progress(progress_label, path.stat().st_size, "B") if progress_label else None
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+            if prog:
+                prog.update(len(chunk))
+    if prog:
+        prog.close()
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, size: int, md5: str, retries: int = 3,
+             timeout_s: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` resuming ``dest.part`` with HTTP Range; check size, md5.
+
+    A short download is resumed up to ``retries`` times, then raises DownloadError (the
+    ``.part`` stays for the next run to resume). A checksum mismatch deletes the ``.part``
+    and raises. ``dest`` itself only ever holds a verified file."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_file():
+        if dest.stat().st_size == size and md5sum(dest, f"md5 {dest.name}") == md5:
+            return dest
+        dest.unlink()  # a different or damaged file under our name: fetch it again
+    part = dest.with_name(dest.name + ".part")
+    last_err: Exception | None = None
+    for _attempt in range(retries + 1):
+        have = part.stat().st_size if part.exists() else 0
+        if have > size:
+            part.unlink()
+            have = 0
+        if have == size:
+            break
+        req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                if have and resp.status != 206:  # server ignored the Range: start over
+                    have = 0
+                prog = Progress(f"download {dest.name}", size, "B", start=have)
+                with open(part, "ab" if have else "wb") as f:
+                    while chunk := resp.read(1 << 20):
+                        f.write(chunk)
+                        prog.update(len(chunk))
+                prog.close()
+        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as err:
+            if isinstance(err, urllib.error.HTTPError) and err.code == 416:
+                continue
+            if isinstance(err, urllib.error.HTTPError) and err.code < 500:
+                raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
+            last_err = err
+            print(f"download interrupted ({err}); resuming", flush=True)
+    got = part.stat().st_size if part.exists() else 0
+    if got != size:
+        why = f" (last error: {last_err})" if last_err else ""
+        raise DownloadError(f"{url}: download truncated, got {got} of {size} bytes after "
+                            f"{retries + 1} attempt(s){why}; re-run to resume from {part}")
+    digest = md5sum(part, f"md5 {dest.name}")
+    if digest != md5:
+        part.unlink()
+        raise DownloadError(f"{url}: md5 {digest} != expected {md5}; the corrupt download "
+                            "was deleted, re-run to download again")
+    os.replace(part, dest)
+    return dest
+
+
+def verify_archive(path: Path, size: int, md5: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"fetch.voc_tar = {str(path)!r}: no such file")
+    got = path.stat().st_size
+    if got != size:
+        raise DownloadError(f"{path}: {got} bytes, expected {size} (truncated or a different "
+                            "file); nothing was extracted")
+    digest = md5sum(path, f"md5 {path.name}")
+    if digest != md5:
+        raise DownloadError(f"{path}: md5 {digest} != expected {md5}; nothing was extracted")
+
+
+def voc_members(tar_path: Path) -> Iterator[tuple[str, bytes]]:
+    """``(image id, JPEG bytes)`` of the tar's ``VOCdevkit/VOC2012/JPEGImages/*.jpg``,
+    streamed; every other member (folders, links, other paths) is ignored."""
+    with tarfile.open(tar_path, "r|*") as tar:
+        for member in tar:
+            match = VOC_MEMBER.match(member.name)
+            if not match or not member.isreg():
+                continue
+            f = tar.extractfile(member)
+            if f is not None:
+                yield match.group(1), f.read()
+
+
+def fetch_images(cfg: FetchConfig, out: str | Path) -> dict[str, Any]:
+    """Fill ``out`` from ``cfg.source``; returns the metrics dict (counts by outcome)."""
+    report = FetchReport(cfg.source)
+    sink = ImageSink(out, report, cfg.min_side, cfg.limit)
+    try:
+        if cfg.source == "samples":
+            for name, arr in sample_images(cfg.samples):
+                if sink.full:
+                    break
+                sink.add_array(name, arr)
+        elif cfg.source == "folder":
+            files, other = folder_files(cfg.folder or "")
+            report.extra["other_files_ignored"] = other
+            prog = Progress(f"fetch {cfg.folder}", len(files))
+            root = Path(cfg.folder or "").expanduser()
+            for p in files:
+                if sink.full:
+                    break
+                sink.add_bytes(str(p.relative_to(root).with_suffix("")).replace(os.sep, "__"),
+                               str(p), p.read_bytes())
+                prog.update()
+            prog.close()
+        else:
+            if cfg.voc_tar:
+                tar = Path(cfg.voc_tar).expanduser()
+                verify_archive(tar, cfg.voc_size, cfg.voc_md5)
+            else:
+                dest = Path(cfg.cache_dir).expanduser() / Path(cfg.voc_url).name
+                tar = download(cfg.voc_url, dest, cfg.voc_size, cfg.voc_md5, cfg.retries,
+                               cfg.timeout_s)
+            report.extra["archive"] = str(tar)
+            prog = Progress("extract VOC JPEGImages", cfg.limit)
+            for image_id, data in voc_members(tar):
+                if sink.full:
+                    break
+                sink.add_bytes(image_id, image_id + ".jpg", data)
+                prog.update()
+            prog.close()
+        sink.commit()
+    except BaseException:
+        shutil.rmtree(sink.tmp, ignore_errors=True)
+        raise
+    return report.to_dict()

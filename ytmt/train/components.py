@@ -1,0 +1,67 @@
+"""Building blocks of a training run that need no Ray: params with overrides, the seeded
+model/criterion/discriminator, the learning-rate schedule. Benchmarks import these on machines
+without Ray."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ytmt.archs import SeparationModel, VGG19Features, build_model, load_vgg19
+from ytmt.archs.discriminator import Discriminator
+from ytmt.config import ConfigError
+from ytmt.losses import SeparationLoss
+from ytmt.train.config import TrainConfig
+
+
+def learning_rate(epoch: int, cfg: TrainConfig) -> float:
+    """Learning rate of 0-based ``epoch``: ``lr · gamma^(number of milestones ≤ epoch)``."""
+    return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
+
+
+def resolve_params(params: Mapping[str, Any], overrides: Mapping[str, Any] | None = None):
+    """``params`` (plain dict) with dotted ``overrides`` applied, validated → ``Params``."""
+    from ytmt.params import parse_params
+
+    data = copy.deepcopy(dict(params))
+    for key, value in (overrides or {}).items():
+        parts = str(key).split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {key!r}: expected a dotted key like 'loss.perceptual'")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return parse_params(data, "params")
+
+
+@dataclass
+class Components:
+    """What a worker trains: the model, its criterion, the optional discriminator, and the
+    ONE VGG-19 that the hypercolumn and the perceptual loss share (its ``.weights`` say which
+    weights were actually loaded)."""
+
+    model: SeparationModel
+    criterion: SeparationLoss
+    discriminator: Discriminator | None
+    vgg: VGG19Features
+
+
+def build_components(params, variant: str) -> Components:
+    """Components with their initial weights, seeded by ``params.seed``: every rank builds
+    the same network (DDP broadcasts rank 0's weights anyway)."""
+    mcfg = params.model
+    torch.manual_seed(params.seed)
+    vgg = load_vgg19(mcfg.vgg_weights, mcfg.vgg_path, mcfg.vgg_seed)
+    model = build_model(variant, width=mcfg.width, hypercolumn=mcfg.hypercolumn, vgg=vgg,
+                        plain_layers=mcfg.plain_layers)
+    criterion = SeparationLoss(params.loss, vgg)
+    use_gan = params.train.gan and params.loss.adversarial > 0
+    disc = Discriminator(3, params.train.discriminator_width) if use_gan else None
+    return Components(model, criterion, disc, vgg)

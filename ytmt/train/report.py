@@ -1,0 +1,171 @@
+"""What a training run shows: console progress, sample grids, loss curves, per-epoch tables.
+
+Everything here runs on rank 0 (or the driver) only and writes files atomically
+(temporary name, then rename), so an interrupted run never leaves half a PNG or CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Console progress of one run: ``epoch e/E step s/S loss .. img/s .. ETA h:mm:ss``.
+
+    ``images_per_step`` is the global batch (all workers). The ETA extrapolates the mean
+    step time of this process over the steps left in all remaining epochs.
+    """
+
+    def __init__(self, name: str, epochs: int, steps_per_epoch: int, images_per_step: int,
+                 start_epoch: int = 0, every: int = 10, printer=print) -> None:
+        self.name, self.epochs, self.steps = name, epochs, max(1, steps_per_epoch)
+        self.images_per_step, self.every, self.printer = images_per_step, every, printer
+        self.start_epoch = start_epoch
+        self.t0 = time.perf_counter()
+        self.done = 0
+
+    def step(self, epoch: int, step: int, loss: float) -> None:
+        """After step ``step`` (1-based) of epoch ``epoch`` (1-based)."""
+        self.done += 1
+        if step % self.every and step != self.steps:
+            return
+        elapsed = time.perf_counter() - self.t0
+        per_step = elapsed / self.done
+        left = (self.epochs - epoch) * self.steps + (self.steps - step)
+        self.printer(f"[{self.name}] epoch {epoch}/{self.epochs} step {step}/{self.steps} "
+                     f"loss {loss:.4f} {self.images_per_step / per_step:.1f} img/s "
+                     f"ETA {format_seconds(left * per_step)}", flush=True)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """(H,W,3) float in [0,1] → uint8 (values outside [0,1] are clipped)."""
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+SAMPLE_COLUMNS = ("input", "T̂", "R̂", "T", "R")
+
+
+def sample_grid_png(rows: Sequence[Sequence[np.ndarray]], title: str = "") -> bytes:
+    """A PNG with one row per validation sample and the columns input, T̂, R̂, T, R.
+
+    ``rows``: each a sequence of five (H,W,3) float arrays in [0,1]; sizes may differ
+    between rows (each row is padded to the widest).
+    """
+    from PIL import Image, ImageDraw
+
+    pad, head = 4, 16
+    cell_w = max(img.shape[1] for row in rows for img in row)
+    cell_h = [max(img.shape[0] for img in row) for row in rows]
+    ncol = len(SAMPLE_COLUMNS)
+    width = ncol * (cell_w + pad) + pad
+    height = head * (2 if title else 1) + sum(h + pad for h in cell_h) + pad
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    y = pad
+    if title:
+        draw.text((pad, y), title, fill=(0, 0, 0))
+        y += head
+    labels = ("input", "T_hat", "R_hat", "T", "R")  # the default bitmap font is ASCII only
+    for c, label in enumerate(labels):
+        draw.text((pad + c * (cell_w + pad), y), label, fill=(0, 0, 0))
+    y += head
+    for row, h in zip(rows, cell_h):
+        for c, img in enumerate(row):
+            canvas.paste(Image.fromarray(to_uint8(img)), (pad + c * (cell_w + pad), y))
+        y += h + pad
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+CURVE_KEYS = ("train_loss", "loss_rec", "loss_perceptual", "loss_exclusion", "loss_adversarial")
+
+
+def curves_png(history: Sequence[Mapping[str, float]], title: str = "") -> bytes:
+    """Loss terms (log scale) and validation PSNR of T̂ and R̂ against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in CURVE_KEYS:
+        values = [h.get(key, 0.0) for h in history]
+        if any(v > 0 for v in values):
+            ax_loss.plot(epochs, values, marker="o", label=key)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss (mean over the epoch)")
+    ax_loss.legend(fontsize=7)
+    for key, label in (("val_psnr_t", "T̂"), ("val_psnr_r", "R̂"),
+                       ("val_psnr_t_input", "input as T̂ (identity)")):
+        if all(key in h for h in history):
+            ax_psnr.plot(epochs, [h[key] for h in history], marker="o", label=label)
+    ax_psnr.set_xlabel("epoch")
+    ax_psnr.set_ylabel("validation PSNR (dB, paper protocol)")
+    ax_psnr.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_history_csv(path: str | Path, history: Sequence[Mapping[str, float]]) -> Path:
+    """One row per epoch, columns = the union of metric names (``epoch`` first)."""
+    keys = ["epoch"] + sorted({k for h in history for k in h} - {"epoch"})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for h in history:
+        writer.writerow({k: h.get(k, "") for k in keys})
+    return atomic_write_bytes(path, buf.getvalue().encode())
+
+
+STAGE_METRICS = ("epoch", "train_loss", "val_psnr_t", "val_ssim_t", "val_psnr_r", "val_ssim_r",
+                 "val_psnr_t_strict", "val_ssim_t_strict", "val_psnr_t_input", "images_per_s")
+
+
+def write_stage_outputs(histories: Mapping[str, Sequence[Mapping[str, float]]],
+                        metrics_path: str | Path, plots_dir: str | Path) -> None:
+    """DVC outputs of the train stage: ``metrics_path`` (JSON, the last epoch of each
+    variant) and per variant ``plots_dir/<variant>.csv`` (every epoch) and ``<variant>.png``
+    (loss and PSNR curves)."""
+    import json
+
+    summary = {v: {k: h[-1][k] for k in STAGE_METRICS if k in h[-1]}
+               for v, h in histories.items()}
+    atomic_write_bytes(metrics_path, (json.dumps(summary, indent=2) + "\n").encode())
+    for variant, history in histories.items():
+        write_history_csv(Path(plots_dir) / f"{variant}.csv", history)
+        atomic_write_bytes(Path(plots_dir) / f"{variant}.png", curves_png(history, variant))

@@ -1,0 +1,312 @@
+"""Ray Train driver: build a ``TorchTrainer`` for the shared loop and train variants end to end.
+
+Public API (stable; the sweep code builds on it)::
+
+    ensure_ray(num_cpus: int | None = None) -> bool
+        ray.init unless Ray is up: $RAY_ADDRESS (a cluster) or a local Ray on 127.0.0.1.
+        Returns True when this call started Ray.
+    preflight(params: Params, shards: str | Path, tracking_uri: str | None = None) -> str
+        Fails within seconds (MLflow unreachable, shards missing/incomplete) before any
+        worker starts; returns the resolved absolute tracking URI.
+    make_loop_config(params, variant, shards, *, overrides=None, epochs=None,
+                     stage1_checkpoint=None, tracking_uri=None, run_id=None) -> dict
+        The ``config`` of ``ytmt.train.loop.train_loop_per_worker``.
+    scaling_config(cfg: TrainConfig) -> ray.train.ScalingConfig
+    build_trainer(loop_config: dict, cfg: TrainConfig, name: str,
+                  storage_path: str | None = None, train_loop=train_loop_per_worker,
+                  callbacks: list | None = None) -> ray.train.torch.TorchTrainer
+        DDP over cfg.num_workers workers (0: in-process), gloo on CPU / nccl on GPU,
+        FailureConfig(cfg.max_failures), checkpoints under the storage path / ``name``
+        (same name + storage = resume from the last checkpoint).
+    train_variant(params, variant, shards, out_dir, *, overrides=None, tracking_uri=None,
+                  stage1_checkpoint=None, train_loop=train_loop_per_worker) -> TrainedModel
+        One MLflow run (experiment ``train.experiment``), fit, final model logged to MLflow
+        (ytmt.serving.log_model), ``out_dir/<variant>/model.pt`` and ``info.json``.
+    train_variants(params, shards, out_dir, *, overrides=None, tracking_uri=None)
+        -> dict[str, TrainedModel]
+        Every ``train.variants`` entry; a two-stage variant trains after (and from) its
+        stage-1 variant, which is trained first when not listed.
+
+Resuming: the Ray run name is ``<variant>-<hash of the resolved config and data>``; running
+the same training again after an interruption reuses the unfinished MLflow run and Ray
+restores the last checkpoint under the same name, so it continues instead of starting over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from ytmt.archs import get_variant
+from ytmt.checkpoint import atomic_torch_save, load_checkpoint
+from ytmt.config import to_dict
+from ytmt.train.config import TrainConfig
+from ytmt.train.loop import CHECKPOINT_FILE, resolve_params, train_loop_per_worker
+from ytmt.train.report import atomic_write_bytes
+
+MODEL_FILE = "model.pt"
+INFO_FILE = "info.json"
+STORAGE_ENV = "YTMT_RAY_STORAGE"
+
+
+class ShardsMissing(FileNotFoundError):
+    """The shards directory is missing or incomplete."""
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What ``train_variant`` produced (also written as ``info.json``)."""
+
+    variant: str
+    model_path: str
+    mlflow_run_id: str
+    model_uri: str
+    experiment_id: str
+    epochs: int
+    metrics: dict[str, float]
+    vgg_weights: str
+    ray_run: str
+    history: list[dict[str, float]]
+
+
+# --------------------------------------------------------------------------- Ray plumbing
+
+def ensure_ray(num_cpus: int | None = None) -> bool:
+    """Start (or connect to) Ray unless it is up. ``$RAY_ADDRESS`` selects a cluster;
+    otherwise a local Ray bound to 127.0.0.1 without dashboard. True if started here."""
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+    else:
+        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False)
+    return True
+
+
+def resolve_storage_path(cfg: TrainConfig, cwd: str | Path | None = None) -> str:
+    """``train.storage_path`` > ``$YTMT_RAY_STORAGE`` > ``<cwd>/outputs/ray_results``;
+    local paths made absolute (workers run in other directories), URIs kept."""
+    path = cfg.storage_path or os.environ.get(STORAGE_ENV) or "outputs/ray_results"
+    if "://" in path:
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (Path(cwd or os.getcwd()) / p).resolve())
+
+
+def scaling_config(cfg: TrainConfig) -> ray.train.ScalingConfig:
+    resources: dict[str, float] = {"CPU": cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        resources["GPU"] = cfg.gpus_per_worker
+    return ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                   resources_per_worker=resources if cfg.num_workers else None)
+
+
+def backend_name(cfg: TrainConfig) -> str:
+    if cfg.backend != "auto":
+        return cfg.backend
+    return "nccl" if cfg.use_gpu else "gloo"
+
+
+def build_trainer(loop_config: dict[str, Any], cfg: TrainConfig, name: str,
+                  storage_path: str | None = None, train_loop=train_loop_per_worker,
+                  callbacks: list | None = None) -> TorchTrainer:
+    """A TorchTrainer running ``train_loop(loop_config)`` on ``cfg.num_workers`` workers."""
+    run_config = ray.train.RunConfig(
+        name=name, storage_path=storage_path or resolve_storage_path(cfg),
+        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        callbacks=callbacks)
+    return TorchTrainer(train_loop, train_loop_config=loop_config,
+                        torch_config=TorchConfig(backend=backend_name(cfg)),
+                        scaling_config=scaling_config(cfg), run_config=run_config)
+
+
+# --------------------------------------------------------------------------- checks, configs
+
+def check_shards(shards: str | Path) -> Path:
+    """The absolute shards root; :class:`ShardsMissing` if it is absent or incomplete."""
+    root = Path(shards).resolve()
+    if not root.is_dir():
+        raise ShardsMissing(f"shards directory {root} does not exist; run the synthesize "
+                            "stage first (`dvc repro synthesize`)")
+    from ytmt.data.reader import check_shards as check_set
+
+    try:
+        check_set(root)
+    except (OSError, ValueError) as err:
+        raise ShardsMissing(f"shards directory {root} is not a complete shard set: {err}") \
+            from None
+    return root
+
+
+def preflight(params, shards: str | Path, tracking_uri: str | None = None) -> str:
+    """Everything that can fail fast, before Ray starts a worker; returns the tracking URI."""
+    from ytmt.tracking import check_tracking_uri, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri or params.train.tracking_uri)
+    check_tracking_uri(uri)
+    check_shards(shards)
+    return uri
+
+
+def make_loop_config(params, variant: str, shards: str | Path, *,
+                     overrides: dict[str, Any] | None = None, epochs: int | None = None,
+                     stage1_checkpoint: str | None = None, tracking_uri: str | None = None,
+                     run_id: str | None = None) -> dict[str, Any]:
+    get_variant(variant)
+    return {"params": to_dict(params), "variant": variant, "shards": str(Path(shards).resolve()),
+            "overrides": dict(overrides or {}), "epochs": epochs,
+            "stage1_checkpoint": str(stage1_checkpoint) if stage1_checkpoint else None,
+            "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id}}
+
+
+def _training_key(loop_config: dict[str, Any]) -> str:
+    """A short hash of what determines the trained weights (config, data, stage 1)."""
+    resolved = resolve_params(loop_config["params"], loop_config["overrides"])
+    recipe = {k: to_dict(getattr(resolved, k)) for k in ("seed", "model", "loss", "train")}
+    manifest = Path(loop_config["shards"]) / "manifest.json"
+    stage1 = loop_config["stage1_checkpoint"]
+    digest = {"variant": loop_config["variant"], "recipe": recipe,
+              "epochs": loop_config["epochs"],
+              "data": hashlib.sha1(manifest.read_bytes()).hexdigest()
+              if manifest.is_file() else loop_config["shards"],
+              "stage1": hashlib.sha1(Path(stage1).read_bytes()).hexdigest() if stage1 else None}
+    return hashlib.sha1(json.dumps(digest, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _open_run(tracking_uri: str, experiment: str, variant: str, key: str) -> tuple[str, str, str]:
+    """(experiment id, MLflow run id, Ray run name): the unfinished run of this training if
+    there is one (resume), else a new run."""
+    from ytmt.tracking import client, get_or_create_experiment
+
+    exp_id = get_or_create_experiment(tracking_uri, experiment)
+    c = client(tracking_uri)
+    runs = c.search_runs([exp_id], filter_string=f"tags.ytmt_train_key = '{key}'",
+                         order_by=["attributes.start_time DESC"])
+    if runs and runs[0].info.status != "FINISHED":
+        run = runs[0]
+        c.update_run(run.info.run_id, status="RUNNING")
+        return exp_id, run.info.run_id, run.data.tags["ray_run_name"]
+    ray_name = f"{variant}-{key}" + (f"-{len(runs)}" if runs else "")
+    run = c.create_run(exp_id, run_name=variant,
+                       tags={"ytmt_train_key": key, "ray_run_name": ray_name, "variant": variant})
+    return exp_id, run.info.run_id, ray_name
+
+
+# --------------------------------------------------------------------------- end to end
+
+def train_variant(params, variant: str, shards: str | Path, out_dir: str | Path, *,
+                  overrides: dict[str, Any] | None = None, tracking_uri: str | None = None,
+                  stage1_checkpoint: str | None = None,
+                  train_loop=train_loop_per_worker) -> TrainedModel:
+    """Train ``variant`` with Ray Train and log it to MLflow; see the module docstring."""
+    params = resolve_params(to_dict(params), overrides)  # validate overrides before anything
+    uri = preflight(params, shards, tracking_uri)
+    cfg = params.train
+    loop_config = make_loop_config(params, variant, shards, stage1_checkpoint=stage1_checkpoint,
+                                   tracking_uri=uri)
+    key = _training_key(loop_config)
+    exp_id, run_id, ray_name = _open_run(uri, cfg.experiment, variant, key)
+    loop_config["mlflow"]["run_id"] = run_id
+    print(f"[{variant}] MLflow run {run_id} (experiment {cfg.experiment!r}, {uri}); "
+          f"Ray run {ray_name}, {cfg.num_workers} worker(s)", flush=True)
+
+    from ytmt.tracking import client
+
+    c = client(uri)
+    try:
+        if cfg.num_workers > 0:
+            ensure_ray()
+        result = build_trainer(loop_config, cfg, ray_name, train_loop=train_loop).fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"{variant}: training reported no checkpoint")
+        with result.checkpoint.as_directory() as d:
+            ckpt = load_checkpoint(Path(d) / CHECKPOINT_FILE)
+        if cfg.num_workers == 0:  # in-process: the loop's last temp dir is ours to remove
+            shutil.rmtree(result.checkpoint.path, ignore_errors=True)
+        trained = _write_model(ckpt, variant, Path(out_dir), uri, run_id, exp_id,
+                               f"{resolve_storage_path(cfg)}/{ray_name}")
+    except BaseException as err:
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        c.set_terminated(run_id, status)
+        raise
+    c.set_terminated(run_id, "FINISHED")
+    return trained
+
+
+def _write_model(ckpt: dict[str, Any], variant: str, out_dir: Path, uri: str, run_id: str,
+                 exp_id: str, ray_run: str) -> TrainedModel:
+    """``out_dir/<variant>/model.pt`` (weights, no optimiser state), the MLflow model and
+    ``info.json``."""
+    import mlflow
+
+    history = ckpt["extra"]["history"]
+    model_path = out_dir / variant / MODEL_FILE
+    atomic_torch_save({**ckpt, "extra": {"epoch": ckpt["extra"]["epoch"], "history": history}},
+                      model_path)
+    from ytmt.serving import log_model
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = log_model(str(model_path), name="model")
+    trained = TrainedModel(variant=variant, model_path=str(model_path.resolve()),
+                           mlflow_run_id=run_id, model_uri=info.model_uri, experiment_id=exp_id,
+                           epochs=int(ckpt["extra"]["epoch"]), metrics=dict(history[-1]),
+                           vgg_weights=ckpt["vgg"]["mode"], ray_run=ray_run,
+                           history=[dict(h) for h in history])
+    atomic_write_bytes(model_path.parent / INFO_FILE,
+                       json.dumps(asdict(trained), indent=2).encode())
+    return trained
+
+
+def read_overrides(path: str | Path) -> dict[str, Any]:
+    """The tune stage's ``best.yaml``: a mapping of dotted params keys to values (``{}``
+    for none). Values are validated when applied (:func:`ytmt.train.loop.resolve_params`)."""
+    import yaml
+
+    from ytmt.config import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: best configuration file not found (run the tune stage)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) and "." in k for k in data):
+        raise ConfigError(f"{path}: expected a mapping of dotted keys to values, e.g. "
+                          f"{{'loss.perceptual': 0.08}}; got {data!r}")
+    return data
+
+
+def training_order(variants: list[str] | tuple[str, ...]) -> list[str]:
+    """``variants`` with each two-stage variant's stage-1 variant placed before it."""
+    order: list[str] = []
+    for v in variants:
+        first = get_variant(v).stage1_variant
+        for name in (first, v):
+            if name not in order:
+                order.append(name)
+    return order
+
+
+def train_variants(params, shards: str | Path, out_dir: str | Path, *,
+                   overrides: dict[str, Any] | None = None,
+                   tracking_uri: str | None = None) -> dict[str, TrainedModel]:
+    """Train every ``params.train.variants`` entry (stage-1 variants first)."""
+    resolved = resolve_params(to_dict(params), overrides)
+    preflight(resolved, shards, tracking_uri)
+    print(f"train: {', '.join(training_order(resolved.train.variants))}", flush=True)
+    results: dict[str, TrainedModel] = {}
+    for variant in training_order(resolved.train.variants):
+        first = get_variant(variant).stage1_variant
+        stage1 = results[first].model_path if first != variant else None
+        results[variant] = train_variant(params, variant, shards, out_dir, overrides=overrides,
+                                         tracking_uri=tracking_uri, stage1_checkpoint=stage1)
+    return results
