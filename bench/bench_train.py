@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exclusion", type=float, default=1.0, help="loss.exclusion weight")
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--modes", default=None,
+                    help="comma list of modes to run (default: all); the first is the baseline: "
+                         "eager, channels_last (CPU), bf16, compile (GPU)")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="peak dense bf16 TFLOP/s of the GPU (default: from a table)")
     args = ap.parse_args(argv)
@@ -129,12 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = False  # the baseline is true fp32
         torch.backends.cudnn.allow_tf32 = False
-        modes = [("fp32 eager", False, False, False),
-                 ("bf16 + channels_last", True, True, False),
-                 ("bf16 + channels_last + compile", True, True, True)]
+        modes = {"eager": ("fp32 eager", False, False, False),
+                 "bf16": ("bf16 + channels_last", True, True, False),
+                 "compile": ("bf16 + channels_last + compile", True, True, True)}
     else:
-        modes = [("fp32 eager", False, False, False),
-                 ("fp32 channels_last", False, True, False)]
+        modes = {"eager": ("fp32 eager", False, False, False),
+                 "channels_last": ("fp32 channels_last", False, True, False)}
+    picked = args.modes.split(",") if args.modes else list(modes)
+    unknown = [m for m in picked if m not in modes]
+    if unknown:
+        ap.error(f"--modes: unknown {unknown}; choose from {', '.join(modes)}")
+    modes = [modes[m] for m in picked]
     name = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
     print(f"{args.variant} width {args.width}, {args.batch}x3x{args.crop}x{args.crop}, "
           f"{name}, torch {torch.__version__}")
@@ -151,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         ips = args.batch / sec
         base = base or ips
         line = (f"{label:34s} {ips:9.1f} img/s  {sec * 1e3:8.1f} ms/step  "
-                f"x{ips / base:5.2f} vs fp32 eager  (setup+warm-up {setup:.0f} s)")
+                f"x{ips / base:5.2f} vs baseline  (setup+warm-up {setup:.0f} s)")
         if peak:
             line += f"  MFU {flops / sec / (peak * 1e12):6.1%} of {peak:.0f} TFLOP/s bf16"
         print(line, flush=True)

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from ytmt.data.manifest import scan, scan_set
 from ytmt.data.config import DataConfig
+from ytmt.data.manifest import scan, scan_set
 from ytmt.data.reader import ShardDataset, check_shards
 
 from .conftest import smooth_photo, write_photos

@@ -16,8 +16,7 @@ import pytest
 from PIL import Image
 
 from ytmt.data.config import FetchConfig
-from ytmt.data.sources import (BadImage, DownloadError, download, fetch_images, load_rgb,
-                               read_index)
+from ytmt.data.sources import BadImage, DownloadError, download, fetch_images, load_rgb, read_index
 
 from .conftest import smooth_photo
 
@@ -76,7 +75,7 @@ def test_folder_source_counts_every_outcome(tmp_path):
     make_bad_folder(tmp_path / "f")
     cfg = FetchConfig(source="folder", folder=str(tmp_path / "f"), min_side=16)
     metrics = fetch_images(cfg, tmp_path / "images")
-    assert metrics["images"] == 7 and metrics["skipped"] == 4
+    assert metrics["images"] == 7 and metrics["skipped"] == 4 and metrics["converted"] == 5
     assert metrics["skipped_by_reason"] == {"not_an_image": 2, "too_small": 1,
                                             "truncated": 1}
     assert metrics["converted_by_reason"] == {"16bit": 1, "alpha": 1, "cmyk": 1,

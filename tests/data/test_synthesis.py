@@ -16,9 +16,18 @@ from scipy.signal import convolve2d
 from ytmt.data.layout import find_pairs
 from ytmt.data.reader import check_shards
 from ytmt.data.shards import MANIFEST
-from ytmt.data.synthesis import (Photo, blur, compose, gaussian_kernel, overflow_shift, plan,
-                                 rescaled_crop, rescaled_shape, synthesize_shards)
 from ytmt.data.sources import read_index
+from ytmt.data.synthesis import (
+    Photo,
+    blur,
+    compose,
+    gaussian_kernel,
+    overflow_shift,
+    plan,
+    rescaled_crop,
+    rescaled_shape,
+    synthesize_shards,
+)
 
 from .conftest import TINY, smooth_photo
 

@@ -5,7 +5,7 @@ import pytest
 from ytmt.config import ConfigError, parse_section, to_dict
 from ytmt.params import Params
 from ytmt.train.config import TrainConfig
-from ytmt.train.loop import learning_rate, resolve_params
+from ytmt.train.components import learning_rate, resolve_params
 from ytmt.train.trainer import backend_name, resolve_storage_path, training_order
 
 
@@ -45,8 +45,13 @@ def test_overrides_are_applied_and_validated():
         resolve_params(base, {"loss.perceptual": -1})
     with pytest.raises(ConfigError, match="loss.percep: unknown key"):
         resolve_params(base, {"loss.percep": 0.1})
-    with pytest.raises(ConfigError, match="dotted key"):
+    with pytest.raises(ConfigError, match="perceptual: unknown key"):
         resolve_params(base, {"perceptual": 0.1})
+    with pytest.raises(ConfigError, match="is a section"):
+        resolve_params(base, {"loss": 0.1})
+    with pytest.raises(ConfigError, match="dotted key"):
+        resolve_params(base, {"loss..perceptual": 0.1})
+    assert resolve_params(base, {"seed": 3}).seed == 3
 
 
 def test_two_stage_variants_train_after_their_stage1():

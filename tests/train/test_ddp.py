@@ -8,7 +8,8 @@ import torch
 from torch.utils.data import IterableDataset
 
 from ytmt.checkpoint import load_checkpoint
-from ytmt.train.loop import CHECKPOINT_FILE, build_components, resolve_params
+from ytmt.train.components import build_components, resolve_params
+from ytmt.train.loop import CHECKPOINT_FILE
 from ytmt.train.trainer import build_trainer, make_loop_config
 
 from .conftest import pickle_by_value, tiny_params

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ytmt.checkpoint import load_checkpoint
-from ytmt.train.loop import CHECKPOINT_FILE, LOSS_TERMS, VAL_KEYS, resolve_params
+from ytmt.train.components import resolve_params
+from ytmt.train.loop import CHECKPOINT_FILE, LOSS_TERMS, VAL_KEYS
 from ytmt.train.trainer import build_trainer, make_loop_config
 
 from .conftest import tiny_params

@@ -146,6 +146,7 @@ class FetchReport:
 
     source: str
     kept: int = 0
+    converted_images: int = 0
     converted: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
     examples: list[dict[str, str]] = field(default_factory=list)
@@ -158,7 +159,7 @@ class FetchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "images": self.kept,
-                "converted": sum(self.converted.values()),
+                "converted": self.converted_images,
                 "skipped": sum(self.skipped.values()),
                 "converted_by_reason": dict(sorted(self.converted.items())),
                 "skipped_by_reason": dict(sorted(self.skipped.items())),
@@ -208,6 +209,7 @@ class ImageSink:
             Image.fromarray(arr).save(path, compress_level=1)
         for n in notes:
             self.report.converted[n] += 1
+        self.report.converted_images += bool(notes)
         self.report.kept += 1
         self.entries.append({"id": image_id, "file": path.name, "height": int(arr.shape[0]),
                              "width": int(arr.shape[1])})

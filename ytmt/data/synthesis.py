@@ -34,10 +34,12 @@ number of workers or the backend (local processes or Ray tasks).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -53,8 +55,15 @@ from PIL import Image
 from ytmt.data.config import SynthesizeConfig
 from ytmt.data.layout import PairFiles
 from ytmt.data.progress import Progress
-from ytmt.data.shards import (MANIFEST, SPLITS, Batch, PartWriter, part_fingerprint,
-                              part_name, write_manifest)
+from ytmt.data.shards import (
+    MANIFEST,
+    SPLITS,
+    Batch,
+    PartWriter,
+    part_fingerprint,
+    part_name,
+    write_manifest,
+)
 from ytmt.data.sources import BadImage, load_rgb, read_index
 
 # --------------------------------------------------------------------------- the model
@@ -73,7 +82,7 @@ def blur(images: np.ndarray, sigmas: np.ndarray, size: int) -> np.ndarray:
     Equivalent to ``scipy.signal.convolve2d(channel, outer(g, g), mode="same")`` (zero
     padding) per image and channel: OpenCV's separable filter with a constant-0 border."""
     out = np.empty(images.shape, np.float32)
-    for i, (img, s) in enumerate(zip(images, sigmas)):
+    for i, (img, s) in enumerate(zip(images, sigmas, strict=True)):
         out[i] = _blur_one(img, float(s), size)
     return out
 
@@ -275,10 +284,14 @@ def plan(entries: list[dict[str, Any]], real_pairs: Sequence[PairFiles],
 # --------------------------------------------------------------------------- one chunk
 
 
+_SHIPPED: dict[str, bytes] = {}  # encoded photos sent with a Ray task, by path
+
+
 @lru_cache(maxsize=64)
 def _photo(path: str) -> Photo:
     """A decoded RGB photo (cached per process: small pools are reused across chunks)."""
-    return Photo.of(load_rgb(path)[0])
+    data = _SHIPPED.get(path)
+    return Photo.of(load_rgb(io.BytesIO(data) if data is not None else path)[0])
 
 
 def _fit(photo: Photo, shape: tuple[int, int]) -> Photo:
@@ -370,21 +383,31 @@ def map_tasks(tasks: list[Task], cfg: SynthesizeConfig) -> Iterator[Batch]:
     if workers <= 1:
         yield from map(fn, tasks)
         return
-    # fork: workers inherit the imported modules (spawn re-imports torch via ytmt, ~2 s per
-    # worker); they only run numpy/OpenCV/PIL code on their own data.
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    # fork (Linux): workers inherit the imported modules (spawn re-imports torch via ytmt,
+    # ~2 s per worker); they only run numpy/OpenCV/PIL code on their own data.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
     with mp.get_context(method).Pool(workers, initializer=_init_worker) as pool:
         yield from pool.imap(fn, tasks, chunksize=1)
 
 
-def _run_task_ray(task: Task, cfg: SynthesizeConfig) -> Batch:
+def _task_paths(task: Task) -> list[str]:
+    return sorted({p for it in task.items for p in (it.t_path, it.r_path)})
+
+
+def _run_task_ray(task: Task, cfg: SynthesizeConfig, *photos: bytes) -> Batch:
+    """A Ray task: ``photos`` are the encoded files of ``_task_paths(task)``, resolved by Ray
+    from the object store, so workers on other nodes need no shared file system."""
     _init_worker()
-    return run_task(task, cfg)
+    _SHIPPED.update(zip(_task_paths(task), photos, strict=True))
+    try:
+        return run_task(task, cfg)
+    finally:
+        _SHIPPED.clear()
 
 
 def _map_ray(tasks: list[Task], cfg: SynthesizeConfig) -> Iterator[Batch]:
-    """Ray remote tasks, at most 2 per cluster CPU in flight. Workers read the photos by
-    path: on a multi-node cluster the images folder must be on storage every node sees."""
+    """Ray remote tasks, at most 2 per cluster CPU in flight. Each photo file is put in the
+    object store once (by the driver) and handed to the tasks that use it."""
     import ray
 
     started = not ray.is_initialized()
@@ -395,9 +418,13 @@ def _map_ray(tasks: list[Task], cfg: SynthesizeConfig) -> Iterator[Batch]:
     try:
         remote = ray.remote(num_cpus=1)(_run_task_ray)
         window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        pending = []
+        pending, refs = [], {}
         for task in tasks:
-            pending.append(remote.remote(task, cfg))
+            paths = _task_paths(task)
+            for p in paths:
+                if p not in refs:
+                    refs[p] = ray.put(Path(p).read_bytes())
+            pending.append(remote.remote(task, cfg, *(refs[p] for p in paths)))
             if len(pending) >= window:
                 yield ray.get(pending.pop(0))
         while pending:
@@ -482,8 +509,8 @@ def synthesize_shards(images: str | Path, out: str | Path, cfg: SynthesizeConfig
                 writer.write(batch)
                 syn = [not x for x in batch.meta["is_real"]]
                 stats["synthetic"] += sum(syn)
-                stats["overflowed"] += sum(1 for s, m in zip(syn, batch.meta["overflow"])
-                                           if s and m > 0)
+                stats["overflowed"] += sum(
+                    1 for s, m in zip(syn, batch.meta["overflow"], strict=True) if s and m > 0)
                 prog.update(len(batch))
         except BaseException:
             writer.abort()

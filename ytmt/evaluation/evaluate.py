@@ -463,11 +463,45 @@ def _replace_dir(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
+def _score_entry(entry: ModelEntry, present: list[EvalSet], cfg: EvaluateConfig, out: Path,
+                 columns: list[str], bar) -> tuple[list[dict[str, Any]],
+                                                   dict[str, dict[str, float]], dict[str, Path]]:
+    """One model on every present set: its rows, per-set means and the files to log
+    (per-model CSV, best/worst grids), written under ``out``."""
+    from ytmt.checkpoint import model_from_checkpoint
+
+    model = model_from_checkpoint(entry.path).to(cfg.device)
+    rows_of_model: list[dict[str, Any]] = []
+    means: dict[str, dict[str, float]] = {}
+    files: dict[str, Path] = {}
+    for s in present:
+        bar.set_postfix_str(f"{entry.key} {s.name}")
+        rows, cases = evaluate_model_on_set(model, s, cfg, progress=lambda: bar.update(1))
+        if not rows:
+            continue
+        rows_of_model += [{"variant": entry.variant, "seed": entry.seed, "set": s.name, **r}
+                          for r in rows]
+        names = [k for k in rows[0] if k not in ("image", "reflection_source")]
+        means[s.name] = {k: float(np.mean([r[k] for r in rows])) for k in names}
+        for which in ("best", "worst"):
+            chosen = getattr(cases, which)
+            if chosen:
+                path = out / "visual" / entry.variant / f"seed{entry.seed}" / \
+                    f"{s.name}_{which}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(case_grid_png(
+                    chosen, f"{entry.key} on {s.name}: {which} {len(chosen)} by PSNR of T"))
+                files[f"evaluation/{path.name}"] = path
+    model_csv = out / "per_model" / f"{entry.variant}_seed{entry.seed}.csv"
+    atomic_write_text(model_csv, rows_to_csv(rows_of_model, columns))
+    files[f"evaluation/{model_csv.name}"] = model_csv
+    return rows_of_model, means, files
+
+
 def _evaluate_into(cfg: EvaluateConfig, entries: list[ModelEntry], sets: list[EvalSet],
                    out: Path, tracking_uri: str, log_mlflow: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from ytmt.checkpoint import model_from_checkpoint
     from ytmt.evaluation.report import render_report
 
     present = [s for s in sets if s.present]
@@ -478,40 +512,13 @@ def _evaluate_into(cfg: EvaluateConfig, entries: list[ModelEntry], sets: list[Ev
                *metric_names(cfg.protocols)]
     all_rows: list[dict[str, Any]] = []
     per_model: dict[str, dict[str, dict[str, float]]] = {}
-    scored: dict[str, int] = {}
     models_out: list[dict[str, Any]] = []
     total = len(entries) * sum(min(s.count, cfg.max_images or s.count) for s in present)
     with tqdm(total=total, unit="img", desc="evaluate") as bar:
         for entry in entries:
-            model = model_from_checkpoint(entry.path).to(cfg.device)
-            files: dict[str, Path] = {}
-            rows_of_model: list[dict[str, Any]] = []
-            per_model[entry.key] = {}
-            for s in present:
-                bar.set_postfix_str(f"{entry.key} {s.name}")
-                rows, cases = evaluate_model_on_set(model, s, cfg, progress=lambda: bar.update(1))
-                if not rows:
-                    continue
-                scored[s.name] = len(rows)
-                tagged = [{"variant": entry.variant, "seed": entry.seed, "set": s.name, **r}
-                          for r in rows]
-                rows_of_model += tagged
-                names = [k for k in rows[0] if k not in ("image", "reflection_source")]
-                per_model[entry.key][s.name] = {k: float(np.mean([r[k] for r in rows]))
-                                                for k in names}
-                for which in ("best", "worst"):
-                    chosen = getattr(cases, which)
-                    if chosen:
-                        path = out / "visual" / entry.variant / f"seed{entry.seed}" / \
-                            f"{s.name}_{which}.png"
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(case_grid_png(
-                            chosen, f"{entry.key} on {s.name}: {which} {len(chosen)} by PSNR of T"))
-                        files[f"evaluation/{path.name}"] = path
-            all_rows += rows_of_model
-            model_csv = out / "per_model" / f"{entry.variant}_seed{entry.seed}.csv"
-            atomic_write_text(model_csv, rows_to_csv(rows_of_model, columns))
-            files[f"evaluation/{model_csv.name}"] = model_csv
+            rows, per_model[entry.key], files = _score_entry(entry, present, cfg, out,
+                                                             columns, bar)
+            all_rows += rows
             run_id = entry.run_id
             if log_mlflow:
                 run_id = _mlflow_run_for(entry, tracking_uri, cfg.experiment)
@@ -520,20 +527,20 @@ def _evaluate_into(cfg: EvaluateConfig, entries: list[ModelEntry], sets: list[Ev
                 _log_to_mlflow(tracking_uri, run_id, flat, files)
             models_out.append({**entry_dict(entry), "run_id": run_id,
                                "sets": per_model[entry.key]})
-    variants = aggregate(per_model, entries)
+    scored = {s.name: sum(1 for r in all_rows if r["set"] == s.name) // len(entries)
+              for s in sets}
     summary = {
         "protocols": list(cfg.protocols),
         "tracking_uri": tracking_uri if log_mlflow else None,
-        "sets": [{**asdict(s), "scored": scored.get(s.name, 0)} for s in sets],
+        "sets": [{**asdict(s), "scored": scored[s.name]} for s in sets],
         "models": models_out,
-        "variants": variants,
+        "variants": aggregate(per_model, entries),
     }
     atomic_write_text(out / "per_image.csv", rows_to_csv(all_rows, columns))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    report = render_report(summary)
-    atomic_write_text(out / "report.md", report)
+    atomic_write_text(out / "report.md", render_report(summary))
     if log_mlflow:
         for m in models_out:
-            _log_to_mlflow(tracking_uri, m["run_id"], {}, {"evaluation/report.md":
-                                                           out / "report.md"})
+            _log_to_mlflow(tracking_uri, m["run_id"], {},
+                           {"evaluation/report.md": out / "report.md"})
     return summary

@@ -594,7 +594,7 @@ def run_sweep(params, shards: str | Path, out_dir: str | Path, *,
 
     from ytmt.sweep.space import grid_size, to_tune_space
     from ytmt.tracking import client, get_or_create_experiment
-    from ytmt.train.loop import resolve_params
+    from ytmt.train.components import resolve_params
     from ytmt.train.trainer import check_shards, preflight
 
     variant = tuned_variant(params)

@@ -24,14 +24,20 @@ def learning_rate(epoch: int, cfg: TrainConfig) -> float:
 
 
 def resolve_params(params: Mapping[str, Any], overrides: Mapping[str, Any] | None = None):
-    """``params`` (plain dict) with dotted ``overrides`` applied, validated → ``Params``."""
+    """``params`` (plain dict) with ``overrides`` applied, validated → ``Params``.
+
+    Override keys are dotted paths (``loss.perceptual``, ``train.epochs``) or a top-level
+    scalar (``seed``); a whole section cannot be replaced by a scalar."""
     from ytmt.params import parse_params
 
     data = copy.deepcopy(dict(params))
     for key, value in (overrides or {}).items():
         parts = str(key).split(".")
-        if len(parts) < 2 or not all(parts):
+        if not all(parts):
             raise ConfigError(f"override {key!r}: expected a dotted key like 'loss.perceptual'")
+        if len(parts) == 1 and isinstance(data.get(key), dict):
+            raise ConfigError(f"override {key!r}: is a section; name a key inside it, like "
+                              f"'{key}.<key>'")
         node = data
         for part in parts[:-1]:
             node = node.setdefault(part, {})

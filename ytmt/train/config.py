@@ -30,21 +30,21 @@ class TrainConfig:
     """
 
     variants: tuple[str, ...] = ("ytmt-ucs",)
-    epochs: int = bounded(4, ge=1)
+    epochs: int = bounded(6, ge=1)
     batch_size: int = bounded(4, ge=1)
     crop: int = bounded(64, ge=16)
     max_steps_per_epoch: int | None = bounded(None, ge=1)
     # optimiser and schedule
-    lr: float = bounded(1e-4, gt=0.0)
+    lr: float = bounded(2e-3, gt=0.0)
     betas: tuple[float, ...] = bounded((0.9, 0.999), ge=0.0, lt=1.0)
     adam_eps: float = bounded(1e-8, gt=0.0)
-    lr_milestones: tuple[int, ...] = bounded((60, 80, 100), ge=1)
-    lr_gamma: float = bounded(0.5, gt=0.0, le=1.0)
+    lr_milestones: tuple[int, ...] = bounded((4,), ge=1)
+    lr_gamma: float = bounded(0.25, gt=0.0, le=1.0)
     gan: bool = False
     discriminator_width: int = bounded(64, ge=1)
     # reporting
     log_every_steps: int = bounded(10, ge=1)
-    sample_every: int = bounded(1, ge=1)
+    sample_every: int = bounded(2, ge=1)
     sample_count: int = bounded(4, ge=1)
     # data loading and threads inside each worker
     loader_workers: int = bounded(0, ge=0)

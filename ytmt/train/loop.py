@@ -324,9 +324,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         if rank == 0:
             print(f"[{variant}] epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} "
-                  f"val PSNR T {record['val_psnr_t']:.2f} dB (input {record['val_psnr_t_input']:.2f})"
-                  f" R {record['val_psnr_r']:.2f} dB, {record['images_per_s']:.1f} img/s",
-                  flush=True)
+                  f"val PSNR T {record['val_psnr_t']:.2f} dB "
+                  f"(input {record['val_psnr_t_input']:.2f}) R {record['val_psnr_r']:.2f} dB, "
+                  f"{record['images_per_s']:.1f} img/s", flush=True)
         if logger is not None:
             logger.log_epoch(epoch + 1, record)
             last = epoch + 1 == cfg.epochs

@@ -50,7 +50,8 @@ from ytmt.archs import get_variant
 from ytmt.checkpoint import atomic_torch_save, load_checkpoint
 from ytmt.config import to_dict
 from ytmt.train.config import TrainConfig
-from ytmt.train.loop import CHECKPOINT_FILE, resolve_params, train_loop_per_worker
+from ytmt.train.components import resolve_params
+from ytmt.train.loop import CHECKPOINT_FILE, train_loop_per_worker
 from ytmt.train.report import atomic_write_bytes
 
 MODEL_FILE = "model.pt"
@@ -183,16 +184,17 @@ def _training_key(loop_config: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(digest, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _open_run(tracking_uri: str, experiment: str, variant: str, key: str) -> tuple[str, str, str]:
+def _open_run(tracking_uri: str, experiment: str, variant: str, key: str,
+              resume: bool = True) -> tuple[str, str, str]:
     """(experiment id, MLflow run id, Ray run name): the unfinished run of this training if
-    there is one (resume), else a new run."""
+    there is one and ``resume`` (Ray restores its checkpoint), else a new run."""
     from ytmt.tracking import client, get_or_create_experiment
 
     exp_id = get_or_create_experiment(tracking_uri, experiment)
     c = client(tracking_uri)
     runs = c.search_runs([exp_id], filter_string=f"tags.ytmt_train_key = '{key}'",
                          order_by=["attributes.start_time DESC"])
-    if runs and runs[0].info.status != "FINISHED":
+    if resume and runs and runs[0].info.status != "FINISHED":
         run = runs[0]
         c.update_run(run.info.run_id, status="RUNNING")
         return exp_id, run.info.run_id, run.data.tags["ray_run_name"]
@@ -215,7 +217,9 @@ def train_variant(params, variant: str, shards: str | Path, out_dir: str | Path,
     loop_config = make_loop_config(params, variant, shards, stage1_checkpoint=stage1_checkpoint,
                                    tracking_uri=uri)
     key = _training_key(loop_config)
-    exp_id, run_id, ray_name = _open_run(uri, cfg.experiment, variant, key)
+    # In-process runs (num_workers 0) have no Ray storage to restore from: always a new run.
+    exp_id, run_id, ray_name = _open_run(uri, cfg.experiment, variant, key,
+                                         resume=cfg.num_workers > 0)
     loop_config["mlflow"]["run_id"] = run_id
     print(f"[{variant}] MLflow run {run_id} (experiment {cfg.experiment!r}, {uri}); "
           f"Ray run {ray_name}, {cfg.num_workers} worker(s)", flush=True)
