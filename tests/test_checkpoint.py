@@ -46,6 +46,9 @@ def test_truncated_and_foreign_files_give_clear_errors(tmp_path, random_vgg):
     truncated.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(ValueError, match="not a readable torch checkpoint"):
         load_checkpoint(truncated)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a ytmt checkpoint"):
         load_checkpoint(tmp_path / "other.pt")

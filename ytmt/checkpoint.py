@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: refused: the file holds pickled code or objects that a weights-only "
             f"load does not allow ({str(err).splitlines()[0]}). Only load checkpoints you "
             f"trust, and re-save them as plain state dicts.") from None
-    except (RuntimeError, EOFError) as err:
+    except (RuntimeError, EOFError, ValueError, struct.error, OSError) as err:
         raise ValueError(f"{path}: not a readable torch checkpoint ({err})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path}: not a ytmt checkpoint (expected format {FORMAT!r})")
