@@ -67,6 +67,7 @@ def plot(curves: dict[tuple[str, int], list[float]], path: Path, title: str) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
     colors = {"ytmt-ucs": "tab:red", "unet-no-fi": "tab:blue"}
@@ -74,6 +75,7 @@ def plot(curves: dict[tuple[str, int], list[float]], path: Path, title: str) -> 
     for (variant, seed), losses in sorted(curves.items()):
         ax.plot(range(1, len(losses) + 1), losses, color=colors[variant], alpha=0.8,
                 label=f"{labels[variant]}" if seed == min(s for _, s in curves) else None)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (mean over the epoch)")
     ax.set_title(title, fontsize=9)

@@ -11,20 +11,23 @@ from ytmt.config import to_dict
 from ytmt.params import Params
 
 
-@pytest.fixture(scope="session")
-def shards(tmp_path_factory) -> Path:
-    """Shards synthesized by ytmt.data from scikit-image's bundled photos: 48 px stored size,
-    64 train, 8 val and 4 test mixtures (a few seconds)."""
+def make_shards(root: Path, size: int, train: int, val: int) -> Path:
+    """Shards synthesized by ytmt.data from scikit-image's bundled photos under ``root``."""
     from ytmt.data.config import FetchConfig, SynthesizeConfig
     from ytmt.data.sources import fetch_images
     from ytmt.data.synthesis import synthesize_shards
 
-    root = tmp_path_factory.mktemp("data")
     fetch_images(FetchConfig(), root / "images")
-    cfg = SynthesizeConfig(size=48, scale_min=48, scale_max=96, train_mixtures=64,
-                           val_mixtures=8, test_mixtures=4, workers=1, chunk=16)
+    cfg = SynthesizeConfig(size=size, scale_min=size, scale_max=2 * size, train_mixtures=train,
+                           val_mixtures=val, test_mixtures=4, workers=1, chunk=16)
     synthesize_shards(root / "images", root / "shards", cfg, seed=0)
     return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory) -> Path:
+    """Tiny real shards: 48 px stored, 64 train, 8 val and 4 test mixtures (seconds)."""
+    return make_shards(tmp_path_factory.mktemp("data"), size=48, train=64, val=8)
 
 
 def tiny_params(tmp_path: Path | None = None, **overrides) -> dict:

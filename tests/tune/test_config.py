@@ -144,7 +144,8 @@ def test_sweep_key_changes_with_what_the_sweep_computes(tmp_path, shards):
                                                          "max_concurrent_trials": 2}})
     other_space = parse_params({**_plain(base), "tune": {**_plain(base)["tune"], "space": {
         "loss.exclusion": {"type": "choice", "values": [1.0, 3.0]}}}})
-    other_recipe = parse_params({**_plain(base), "train": {**_plain(base)["train"], "lr": 1e-3}})
+    other_recipe = parse_params({**_plain(base), "train": {**_plain(base)["train"],
+                                                            "lr": base.train.lr * 2}})
     key = sweep_key(base, shards)
     assert sweep_key(same_place, shards) == key
     assert sweep_key(other_space, shards) != key

@@ -35,7 +35,7 @@ class TrainConfig:
     crop: int = bounded(64, ge=16)
     max_steps_per_epoch: int | None = bounded(None, ge=1)
     # optimiser and schedule
-    lr: float = bounded(2e-3, gt=0.0)
+    lr: float = bounded(1e-3, gt=0.0)
     betas: tuple[float, ...] = bounded((0.9, 0.999), ge=0.0, lt=1.0)
     adam_eps: float = bounded(1e-8, gt=0.0)
     lr_milestones: tuple[int, ...] = bounded((4,), ge=1)
