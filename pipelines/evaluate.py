@@ -8,7 +8,7 @@ import logging
 import sys
 
 from ytmt.evaluation.evaluate import run_evaluation
-from ytmt.params import load_params
+from ytmt.params import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,4 +33,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

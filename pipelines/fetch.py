@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ytmt.data.sources import fetch_images
-from ytmt.params import load_params
+from ytmt.params import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,4 +27,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

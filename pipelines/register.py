@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ytmt.evaluation.registry import register_models, write_registry
-from ytmt.params import load_params
+from ytmt.params import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,4 +36,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

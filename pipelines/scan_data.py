@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ytmt.data.manifest import scan, write_manifest
-from ytmt.params import load_params
+from ytmt.params import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,4 +31,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

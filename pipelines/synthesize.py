@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ytmt.data.manifest import real_pairs
 from ytmt.data.synthesis import synthesize_shards
-from ytmt.params import load_params
+from ytmt.params import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,4 +32,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

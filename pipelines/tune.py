@@ -19,7 +19,7 @@ import argparse
 import sys
 
 from ytmt.config import ConfigError
-from ytmt.params import load_params
+from ytmt.params import load_params, run_stage
 from ytmt.sweep.run import SweepError, SweepInterrupted, run_sweep, write_disabled
 from ytmt.tracking import TrackingUnavailable
 
@@ -65,4 +65,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

@@ -46,3 +46,20 @@ def test_parse_and_flatten_round_trip():
     assert isinstance(loss.perceptual, float)
     flat = flatten({"model": to_dict(cfg)})
     assert flat["model.width"] == 16
+
+
+def test_a_stage_refuses_malformed_params_in_one_line_before_any_work(tmp_path):
+    import subprocess
+    import sys
+
+    data = yaml.safe_load(open("params.yaml"))
+    data["fetch"]["source"] = "vocc2012"
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    proc = subprocess.run([sys.executable, "pipelines/fetch.py", "--params", str(bad), "--out",
+                           str(tmp_path / "images"), "--metrics", str(tmp_path / "m.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: invalid params: fetch.source = 'vocc2012'")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "images").exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,3 +45,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def replace(params: Params, **sections: Any) -> Params:
     return dataclasses.replace(params, **sections)
+
+
+def run_stage(main: Callable[[], int | None]) -> int:
+    """Run a stage's ``main`` and turn a ConfigError into one clear line and exit code 2."""
+    try:
+        return main() or 0
+    except ConfigError as err:
+        print(f"error: invalid params: {err}", file=sys.stderr)
+        return 2
