@@ -15,16 +15,15 @@ checkpoint under the final name.
 
 from __future__ import annotations
 
-import os
 import pickle
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ytmt.archs.build import build_model
+from ytmt.fileio import atomic_write
 from ytmt.archs.vgg import VGGWeights
 from ytmt.archs.ytmt import SeparationModel
 
@@ -42,17 +41,7 @@ def model_spec(model: SeparationModel, width: int, plain_layers: int = 10) -> di
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(path: str | Path, model: SeparationModel, spec: dict[str, Any],

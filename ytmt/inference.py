@@ -14,8 +14,6 @@ the photo: a full-width model at ``tile=256`` stays near 1.2 GiB whatever the ph
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -25,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ytmt.fileio import atomic_write_bytes
 from ytmt.archs.ytmt import SeparationModel
 
 ALIGN = 16
@@ -139,17 +138,7 @@ def encode_png(img: np.ndarray) -> bytes:
 
 def save_png(img: np.ndarray, path: str | Path) -> Path:
     """Write ``img`` (HxWx3 float in [0, 1]) as an 8-bit PNG atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encode_png(img))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_bytes(path, encode_png(img))
 
 
 # --------------------------------------------------------------------------- model passes

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ytmt.fileio import atomic_write_text
 from ytmt.evaluation.config import EvaluateConfig
 
 log = logging.getLogger(__name__)
@@ -301,17 +302,6 @@ def aggregate(per_model: dict[str, dict[str, dict[str, float]]],
 
 # --------------------------------------------------------------------------- outputs
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def rows_to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
