@@ -20,6 +20,12 @@ class TrainConfig:
     ``gan: true`` (with ``model.width: 64``). The learning rate is a pure function of the
     epoch (:func:`ytmt.train.loop.learning_rate`).
 
+    Seeds: every variant is trained once per ``seeds`` entry, and that entry is the run's
+    seed (model initialisation, crops, augmentation and data order); the top-level
+    ``seed`` keeps seeding data synthesis and the tune sweep only. One seed writes
+    ``<variant>/model.pt``; several write ``<variant>/seed<k>/model.pt`` and the evaluation
+    reports mean ± std over them (:mod:`ytmt.train.trainer`).
+
     Distribution: ``num_workers`` Ray Train workers (DDP, ``batch_size`` images each, so
     the global batch is ``num_workers * batch_size``); ``0`` runs the loop in the calling
     process (no Ray workers, no fault tolerance: unit tests, debugging). ``backend: auto`` is
@@ -30,6 +36,7 @@ class TrainConfig:
     """
 
     variants: tuple[str, ...] = ("ytmt-ucs",)
+    seeds: tuple[int, ...] = bounded((0,), ge=0)
     epochs: int = bounded(6, ge=1)
     batch_size: int = bounded(4, ge=1)
     crop: int = bounded(64, ge=16)
@@ -70,6 +77,12 @@ class TrainConfig:
                               f"known: {', '.join(VARIANTS)}")
         if not self.variants:
             raise ConfigError("variants: list at least one variant")
+        if not self.seeds:
+            raise ConfigError("seeds: list at least one seed, e.g. [0]")
+        repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if repeated:
+            raise ConfigError(f"seeds = {list(self.seeds)!r}: seed {repeated[0]} is listed "
+                              "more than once; each seed trains one model per variant")
         if len(self.betas) != 2:
             raise ConfigError(f"betas = {list(self.betas)!r}: expected two numbers (β1, β2)")
         if list(self.lr_milestones) != sorted(set(self.lr_milestones)):

@@ -11,6 +11,9 @@ key                    meaning
 ``overrides``          optional ``{"loss.perceptual": 0.05, ...}``: dotted keys applied to
                        ``params`` and then validated like params.yaml
 ``epochs``             optional: total epochs (overrides ``train.epochs``)
+``seed``               optional: this run's seed (one entry of ``train.seeds``; overrides
+                       ``params.seed``): seeds the initial weights (``build_components``)
+                       and the crops, augmentation and order of the data (``dataset_fn``)
 ``stage1_checkpoint``  two-stage variants: the trained stage-1 checkpoint (frozen)
 ``mlflow``             optional ``{"tracking_uri": str, "run_id": str | None}``: the run is
                        created and ended by the caller; rank 0 logs into it
@@ -180,6 +183,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     overrides = dict(config.get("overrides") or {})
     if config.get("epochs"):
         overrides["train.epochs"] = int(config["epochs"])
+    if config.get("seed") is not None:
+        overrides["seed"] = int(config["seed"])  # the run seed: weights and data order
     params = resolve_params(config["params"], overrides)
     cfg, mcfg = params.train, params.model
     variant, shards = config["variant"], str(config["shards"])
