@@ -19,14 +19,18 @@ throughput and ≥ 40 % MFU.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import torch
 
 from ytmt.config import to_dict
 from ytmt.params import Params
-from ytmt.train.components import build_components, resolve_params
+from ytmt.train.components import (
+    autocast,
+    build_components,
+    compile_for_training,
+    resolve_params,
+)
 
 # Peak dense bf16 tensor FLOP/s (no sparsity), from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {
@@ -44,10 +48,14 @@ def peak_tflops(name: str) -> float | None:
 
 
 def make_step(args, device: torch.device, bf16: bool, channels_last: bool, compile_: bool):
-    """A closure running one training step on a fixed batch; returns (step, batch size)."""
+    """A closure running one training step on a fixed batch, built from the same params
+    (``train.precision``, ``channels_last``, ``compile``) and helpers as the training loop."""
     params = resolve_params(to_dict(Params()), {
         "model.width": args.width, "model.vgg_weights": "random", "train.gan": False,
-        "loss.exclusion": args.exclusion})
+        "loss.exclusion": args.exclusion, "train.precision": "bf16" if bf16 else "fp32",
+        "train.channels_last": channels_last, "train.compile": compile_,
+        **({"train.compile_mode": args.compile_mode} if compile_ else {})})
+    cfg = params.train
     parts = build_components(params, args.variant)
     model, criterion = parts.model.to(device), parts.criterion.to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -58,13 +66,10 @@ def make_step(args, device: torch.device, bf16: bool, channels_last: bool, compi
     t = (torch.rand(shape, generator=g) * 0.6).to(device).contiguous(memory_format=fmt)
     r = (torch.rand(shape, generator=g) * 0.4).to(device).contiguous(memory_format=fmt)
     mixture = (t + r).clamp(0, 1)
-    forward = torch.compile(model) if compile_ else model
-    loss_fn = torch.compile(criterion) if compile_ else criterion
+    forward, loss_fn = compile_for_training(model, criterion, cfg)
 
     def step() -> None:
-        ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16
-               else contextlib.nullcontext())
-        with ctx:
+        with autocast(device, cfg.precision):
             t_hat, r_hat = forward(mixture)
             terms = loss_fn(t_hat.float(), r_hat.float(), t, r, mixture)
         opt.zero_grad(set_to_none=True)
@@ -116,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=None,
                     help="comma list of modes to run (default: all); the first is the baseline: "
                          "eager, channels_last (CPU), bf16, compile (GPU)")
+    ap.add_argument("--compile-mode", default="default",
+                    help="train.compile_mode of the 'compile' mode: default, max-autotune, "
+                         "reduce-overhead (CUDA graphs), max-autotune-no-cudagraphs")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="peak dense bf16 TFLOP/s of the GPU (default: from a table)")
     args = ap.parse_args(argv)

@@ -73,11 +73,39 @@ def test_exclusion_is_low_for_layers_with_disjoint_edges():
 def test_relativistic_gan_losses_on_hand_computed_logits():
     d_real, d_fake = torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [2.0]])
     softplus = lambda x: math.log1p(math.exp(x))
-    # D: real − mean(fake) = [0, 2] labelled 1; fake − mean(real) = [−2, 0] labelled 0
+    # batch: real − mean(fake) = [0, 2] labelled 1; fake − mean(real) = [−2, 0] labelled 0
     expected_d = 0.5 * ((softplus(0) + softplus(-2)) / 2 + (softplus(-2) + softplus(0)) / 2)
     expected_g = 0.5 * ((softplus(0) + softplus(2)) / 2 + (softplus(2) + softplus(0)) / 2)
-    assert float(relativistic_d_loss(d_real, d_fake)) == pytest.approx(expected_d, rel=1e-6)
-    assert float(relativistic_g_loss(d_real, d_fake)) == pytest.approx(expected_g, rel=1e-6)
+    assert float(relativistic_d_loss(d_real, d_fake, per_sample=False)) == pytest.approx(
+        expected_d, rel=1e-6)
+    assert float(relativistic_g_loss(d_real, d_fake, per_sample=False)) == pytest.approx(
+        expected_g, rel=1e-6)
+    # per sample (the authors' batch of 1): real_i − fake_i = [1, 1] labelled 1, and
+    # fake_i − real_i = [−1, −1] labelled 0
+    assert float(relativistic_d_loss(d_real, d_fake)) == pytest.approx(softplus(-1), rel=1e-6)
+    assert float(relativistic_g_loss(d_real, d_fake)) == pytest.approx(softplus(1), rel=1e-6)
+
+
+def test_per_sample_statistics_are_the_mean_of_batch_one_losses():
+    """``batch_statistics: sample`` equals the authors' loss at batch 1 averaged over the
+    images, whatever the batch; so splitting a batch over DDP workers keeps the loss."""
+    g = torch.Generator().manual_seed(0)
+    t_hat, r_hat = torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g)
+    r_hat[2:] *= 0.1  # images with very different gradient scales: α differs per image
+    singles = [exclusion_loss(t_hat[i:i + 1], r_hat[i:i + 1], 3) for i in range(4)]
+    whole = exclusion_loss(t_hat, r_hat, 3)
+    assert float(whole) == pytest.approx(float(sum(singles) / 4), rel=1e-5)
+    halves = (exclusion_loss(t_hat[:2], r_hat[:2], 3) + exclusion_loss(t_hat[2:], r_hat[2:], 3))
+    assert float(whole) == pytest.approx(float(halves / 2), rel=1e-5)
+    # the authors' batch pooling is another objective once the batch holds several images
+    pooled = exclusion_loss(t_hat, r_hat, 3, per_sample=False)
+    assert abs(float(pooled) - float(whole)) > 1e-3
+    assert float(exclusion_loss(t_hat[:1], r_hat[:1], 3, per_sample=False)) == pytest.approx(
+        float(singles[0]), rel=1e-6)
+    d_real, d_fake = torch.randn(4, 1, 1, 1, generator=g), torch.randn(4, 1, 1, 1, generator=g)
+    per_image = [relativistic_g_loss(d_real[i:i + 1], d_fake[i:i + 1]) for i in range(4)]
+    assert float(relativistic_g_loss(d_real, d_fake)) == pytest.approx(
+        float(sum(per_image) / 4), rel=1e-6)
 
 
 def test_perceptual_loss_matches_direct_feature_l1(random_vgg):
@@ -111,6 +139,10 @@ def test_separation_loss_weights_every_term_from_config(random_vgg):
     t_only = SeparationLoss(dataclasses.replace(cfg, perceptual_on_reflection=False),
                             random_vgg)(*x, disc)
     assert float(t_only["perceptual"]) < float(base["perceptual"])
+    pooled = SeparationLoss(dataclasses.replace(cfg, batch_statistics="batch"),
+                            random_vgg)(*x, disc)
+    assert float(pooled["rec"]) == float(base["rec"])
+    assert float(pooled["exclusion"]) != float(base["exclusion"])
 
 
 def test_zero_weights_skip_terms_and_no_vgg_is_needed():
@@ -126,7 +158,8 @@ def test_discriminator_outputs_one_logit_per_image_and_trains():
     disc = Discriminator(width=8)
     real, fake = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64)
     assert disc(real).shape == (3, 1, 1, 1)
-    loss = SeparationLoss.discriminator_loss(disc, fake, real)
+    loss = SeparationLoss(LossConfig(perceptual=0.0), None).discriminator_loss(
+        disc, fake, real)
     loss.backward()
     assert all(p.grad is not None for p in disc.parameters())
     assert sum(p.numel() for p in Discriminator(width=64).parameters()) == 9_937_089

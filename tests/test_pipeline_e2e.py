@@ -71,7 +71,11 @@ def test_dvc_repro_end_to_end_then_new_benchmark_then_separate(tmp_path):
     repo.mkdir()
     _copy_repo(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["tune"]["enabled"] = False  # the sweep has its own tests; keep this one short
+    # The stages' own tests cover the sweep and how well training learns (tests/tune,
+    # tests/train/test_learning.py); here every stage runs, on less data and fewer steps.
+    params["tune"]["enabled"] = False
+    params["synthesize"].update(train_mixtures=64, val_mixtures=8, test_mixtures=8)
+    params["train"].update(epochs=2, max_steps_per_epoch=4)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     first = _repro(repo)

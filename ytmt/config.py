@@ -226,6 +226,9 @@ class LossConfig:
         (1 / 2.6, 1 / 4.8, 1 / 3.7, 1 / 5.6, 10 / 1.5), ge=0.0)
     perceptual_on_reflection: bool = True
     exclusion_levels: int = bounded(3, ge=1)
+    # sample: exclusion α/ψ and RaGAN means per image (the authors' batch of 1; DDP-exact);
+    # batch: pooled over the per-worker batch like the authors' code (ytmt.losses)
+    batch_statistics: Literal["sample", "batch"] = "sample"
 
     def validate(self) -> None:
         if len(self.perceptual_layer_weights) != 5:

@@ -11,6 +11,14 @@ Where the paper and the authors' code differ, the paper is followed:
   the T pixel loss object); here ``b·MSE(R̂, R)`` is applied as Eq. 3 says;
 - the perceptual loss is applied to T and to R as Eq. 4 says
   (``perceptual_on_reflection: false`` gives the T-only variant).
+
+Batch statistics. The exclusion loss (its normaliser α and the mean inside ψ) and the
+relativistic GAN (the mean logit of the other side) take statistics of the images they see.
+The authors train with batch size 1, so those statistics are per image; their code takes
+them over the whole batch when the batch is larger. ``loss.batch_statistics: sample`` (the
+default) computes them per image and averages the per-image losses, which is the authors'
+objective at every batch size and makes the loss independent of how a global batch is split
+over DDP workers; ``batch`` pools them over the (per-worker) batch like the authors' code.
 """
 
 from __future__ import annotations
@@ -45,25 +53,30 @@ def reconstruction_loss(t_hat: Tensor, r_hat: Tensor, t: Tensor, r: Tensor, mixt
             + cfg.rec_sum_l1 * F.l1_loss(t_hat + r_hat, mixture))
 
 
-def _psi(g_t: Tensor, g_r: Tensor) -> Tensor:
-    """One scale and direction of Eq. 5 with Zhang et al.'s normalisation."""
-    alpha = 2.0 * g_t.abs().mean() / (g_r.abs().mean() + EPS)
+def _psi(g_t: Tensor, g_r: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """One scale and direction of Eq. 5 with Zhang et al.'s normalisation; the means run
+    over ``dims`` ((1,2,3): one ψ per image, shape (B,); (0,1,2,3): one for the batch)."""
+    alpha = 2.0 * g_t.abs().mean(dims, keepdim=True) / (g_r.abs().mean(dims, keepdim=True)
+                                                        + EPS)
     s_t = 2.0 * torch.sigmoid(g_t) - 1.0
     s_r = 2.0 * torch.sigmoid(alpha * g_r) - 1.0
-    return ((s_t ** 2 * s_r ** 2).mean() + EPS) ** 0.25
+    return ((s_t ** 2 * s_r ** 2).mean(dims) + EPS) ** 0.25
 
 
-def exclusion_loss(t_hat: Tensor, r_hat: Tensor, levels: int = 3) -> Tensor:
+def exclusion_loss(t_hat: Tensor, r_hat: Tensor, levels: int = 3,
+                   per_sample: bool = True) -> Tensor:
     """Gradient exclusion (Eq. 5): ψ per scale and direction, bilinear ×0.5 between scales,
-    averaged over the scales, then over the two directions."""
+    averaged over the scales, then over the two directions. ``per_sample``: α and ψ per
+    image, then the mean over the batch; else pooled over the batch (module docstring)."""
+    dims = (1, 2, 3) if per_sample else (0, 1, 2, 3)
     per_dir = [t_hat.new_zeros(()), t_hat.new_zeros(())]
     for level in range(levels):
         for i, (g_t, g_r) in enumerate(zip(gradients(t_hat), gradients(r_hat))):
-            per_dir[i] = per_dir[i] + _psi(g_t, g_r)
+            per_dir[i] = per_dir[i] + _psi(g_t, g_r, dims)
         if level + 1 < levels:
             t_hat = F.interpolate(t_hat, scale_factor=0.5, mode="bilinear", align_corners=False)
             r_hat = F.interpolate(r_hat, scale_factor=0.5, mode="bilinear", align_corners=False)
-    return (per_dir[0] / levels + per_dir[1] / levels) / 2.0
+    return ((per_dir[0] / levels + per_dir[1] / levels) / 2.0).mean()
 
 
 class PerceptualLoss(nn.Module):
@@ -97,17 +110,23 @@ def _bce(logits: Tensor, target: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-def relativistic_d_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
-    """RaGAN discriminator loss: real should look more real than the average fake, and
-    fake less real than the average real."""
-    return 0.5 * (_bce(d_real - d_fake.mean(0, keepdim=True), 1.0)
-                  + _bce(d_fake - d_real.mean(0, keepdim=True), 0.0))
+def _reference(logits: Tensor, per_sample: bool) -> Tensor:
+    """What the other side's logits are compared with: each image's own (per sample, the
+    authors' batch of 1) or the batch mean (RaGAN over a batch)."""
+    return logits if per_sample else logits.mean(0, keepdim=True)
 
 
-def relativistic_g_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+def relativistic_d_loss(d_real: Tensor, d_fake: Tensor, per_sample: bool = True) -> Tensor:
+    """RaGAN discriminator loss on (B,...) logits: real should look more real than the
+    (average) fake, and fake less real than the (average) real."""
+    return 0.5 * (_bce(d_real - _reference(d_fake, per_sample), 1.0)
+                  + _bce(d_fake - _reference(d_real, per_sample), 0.0))
+
+
+def relativistic_g_loss(d_real: Tensor, d_fake: Tensor, per_sample: bool = True) -> Tensor:
     """RaGAN generator loss: the labels of :func:`relativistic_d_loss` swapped."""
-    return 0.5 * (_bce(d_real - d_fake.mean(0, keepdim=True), 0.0)
-                  + _bce(d_fake - d_real.mean(0, keepdim=True), 1.0))
+    return 0.5 * (_bce(d_real - _reference(d_fake, per_sample), 0.0)
+                  + _bce(d_fake - _reference(d_real, per_sample), 1.0))
 
 
 class SeparationLoss(nn.Module):
@@ -138,10 +157,12 @@ class SeparationLoss(nn.Module):
                 terms["perceptual"] = self.perceptual([t_hat], [t])[0]
         else:
             terms["perceptual"] = zero
-        terms["exclusion"] = (exclusion_loss(t_hat, r_hat, cfg.exclusion_levels)
+        per_sample = cfg.batch_statistics == "sample"
+        terms["exclusion"] = (exclusion_loss(t_hat, r_hat, cfg.exclusion_levels, per_sample)
                               if cfg.exclusion > 0 else zero)
         if discriminator is not None and cfg.adversarial > 0:
-            terms["adversarial"] = relativistic_g_loss(discriminator(t), discriminator(t_hat))
+            terms["adversarial"] = relativistic_g_loss(discriminator(t), discriminator(t_hat),
+                                                       per_sample)
         else:
             terms["adversarial"] = zero
         terms["total"] = (terms["rec"] + cfg.perceptual * terms["perceptual"]
@@ -149,7 +170,7 @@ class SeparationLoss(nn.Module):
                           + cfg.adversarial * terms["adversarial"])
         return terms
 
-    @staticmethod
-    def discriminator_loss(discriminator: nn.Module, t_hat: Tensor, t: Tensor) -> Tensor:
+    def discriminator_loss(self, discriminator: nn.Module, t_hat: Tensor, t: Tensor) -> Tensor:
         """RaGAN loss of the discriminator on real T vs (detached) T̂."""
-        return relativistic_d_loss(discriminator(t), discriminator(t_hat.detach()))
+        return relativistic_d_loss(discriminator(t), discriminator(t_hat.detach()),
+                                   self.cfg.batch_statistics == "sample")

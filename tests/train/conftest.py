@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.data import IterableDataset
 
 from ytmt.config import to_dict
 from ytmt.params import Params
@@ -66,3 +68,44 @@ def pickle_by_value(module_name: str) -> None:
     import ray.cloudpickle as cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[module_name])
+
+
+class Pairs(IterableDataset):
+    """``n`` fixed random (M, T, R) samples of ``size`` px; rank r of w yields the contiguous
+    block r of w and writes the ids it yielded to ``log_dir`` (to check that workers' data
+    are disjoint)."""
+
+    def __init__(self, split, n, size, rank, world_size, log_dir):
+        self.split, self.size, self.log_dir = split, size, Path(log_dir)
+        per = n // world_size
+        self.indices = list(range(rank * per, (rank + 1) * per))
+        self.tag = f"{split}-rank{rank}-of{world_size}"
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __iter__(self):
+        seen = []
+        for i in self.indices:
+            g = torch.Generator().manual_seed(1000 * (self.split == "val") + i)
+            t = torch.rand(3, self.size, self.size, generator=g) * 0.6
+            r = torch.rand(3, self.size, self.size, generator=g) * 0.4
+            seen.append(f"{self.split}-{i}")
+            yield {"mixture": (t + r).clamp(0, 1), "transmission": t, "reflection": r,
+                   "is_real": torch.tensor(False), "id": f"{self.split}-{i}"}
+        (self.log_dir / f"{self.tag}.txt").write_text("\n".join(seen))
+
+
+class PairsFn:
+    """A ``dataset_fn`` of the loop: ``train`` fixed training samples and 2 validation ones,
+    of ``size`` px."""
+
+    def __init__(self, log_dir, train, size=32):
+        self.log_dir, self.train, self.size = str(log_dir), train, size
+
+    def __call__(self, root, split, crop, augment, seed, rank, world_size):
+        n = self.train if split == "train" else 2
+        return Pairs(split, n, self.size, rank, world_size, self.log_dir)

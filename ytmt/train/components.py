@@ -4,12 +4,14 @@ without Ray."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from ytmt.archs import SeparationModel, VGG19Features, build_model, load_vgg19
 from ytmt.archs.discriminator import Discriminator
@@ -71,3 +73,23 @@ def build_components(params, variant: str) -> Components:
     use_gan = params.train.gan and params.loss.adversarial > 0
     disc = Discriminator(3, params.train.discriminator_width) if use_gan else None
     return Components(model, criterion, disc, vgg)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for ``train.precision: bf16``; nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def compile_for_training(net: nn.Module, criterion: nn.Module,
+                         cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
+    """``(net, criterion)`` wrapped in ``torch.compile`` when ``train.compile`` (else as they
+    are). Give it the DDP-wrapped model: compiled after DDP, dynamo splits the graph at DDP's
+    gradient buckets so communication overlaps the backward. Checkpoint and validate the
+    unwrapped model (its parameter names carry no ``_orig_mod.`` prefix)."""
+    if not cfg.compile:
+        return net, criterion
+    mode = cfg.compile_mode if cfg.compile_backend == "inductor" else None
+    return (torch.compile(net, backend=cfg.compile_backend, mode=mode),
+            torch.compile(criterion, backend=cfg.compile_backend, mode=mode))

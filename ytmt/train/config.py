@@ -9,6 +9,9 @@ from ytmt.config import ConfigError, bounded
 
 
 Backend = Literal["auto", "gloo", "nccl"]
+Precision = Literal["fp32", "bf16"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+CompileBackend = Literal["inductor", "aot_eager", "cudagraphs", "eager"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,14 @@ class TrainConfig:
     shared by all nodes on a cluster (null: ``$YTMT_RAY_STORAGE`` or
     ``<cwd>/outputs/ray_results``). ``tracking_uri`` null: ``$MLFLOW_TRACKING_URI`` or the
     local SQLite store (:mod:`ytmt.tracking`).
+
+    Speed (GPUs): ``precision: bf16`` runs the generator, the losses and the discriminator
+    under bf16 autocast (weights, optimiser state, checkpoints and validation stay fp32);
+    ``channels_last`` stores weights and batches NHWC; ``compile`` wraps the (DDP) model and
+    the loss in ``torch.compile(backend=compile_backend, mode=compile_mode)`` (the modes are
+    inductor's; ``aot_eager`` traces forward and backward without generating code, a quick
+    way to check that a model compiles). All three are off by default: on a CPU bf16 and
+    compile cost more than they save (bench/bench_train.py measures both).
     """
 
     variants: tuple[str, ...] = ("ytmt-ucs",)
@@ -49,6 +60,12 @@ class TrainConfig:
     lr_gamma: float = bounded(0.25, gt=0.0, le=1.0)
     gan: bool = False
     discriminator_width: int = bounded(64, ge=1)
+    # speed: mixed precision, memory format, torch.compile
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: CompileMode = "default"
+    compile_backend: CompileBackend = "inductor"
     # reporting
     log_every_steps: int = bounded(10, ge=1)
     sample_every: int = bounded(2, ge=1)
@@ -88,6 +105,16 @@ class TrainConfig:
         if list(self.lr_milestones) != sorted(set(self.lr_milestones)):
             raise ConfigError(f"lr_milestones = {list(self.lr_milestones)!r}: expected "
                               "strictly increasing epochs")
+        compile_set = {k: v for k, v in (("compile_mode", self.compile_mode),
+                                         ("compile_backend", self.compile_backend))
+                       if v != getattr(TrainConfig, k)}
+        if compile_set and not self.compile:
+            key = next(iter(compile_set))
+            raise ConfigError(f"{key} = {compile_set[key]!r} has no effect with compile: "
+                              f"false; set compile: true (or drop {key})")
+        if self.compile_mode != "default" and self.compile_backend != "inductor":
+            raise ConfigError(f"compile_mode = {self.compile_mode!r} is an inductor mode; "
+                              f"compile_backend is {self.compile_backend!r}")
         if self.backend == "nccl" and not self.use_gpu:
             raise ConfigError("backend = 'nccl' needs use_gpu: true (use gloo or auto on CPU)")
 

@@ -56,7 +56,13 @@ from torch.utils.data import DataLoader, IterableDataset
 from ytmt.archs import get_variant
 from ytmt.checkpoint import load_checkpoint, model_spec, save_checkpoint
 from ytmt.config import flatten, to_dict
-from ytmt.train.components import build_components, learning_rate, resolve_params
+from ytmt.train.components import (
+    autocast,
+    build_components,
+    compile_for_training,
+    learning_rate,
+    resolve_params,
+)
 from ytmt.train.report import Progress, atomic_write_bytes, curves_png, sample_grid_png
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -213,14 +219,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                              f"{spec_variant.stage1_variant} as config['stage1_checkpoint']")
         model.load_stage1(stage1)
 
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
     net = ray.train.torch.prepare_model(model)  # to device; DDP when world > 1
     criterion.to(device)
+    net, loss_fn = compile_for_training(net, criterion, cfg)
     betas = (cfg.betas[0], cfg.betas[1])
     opt = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, betas=betas,
                            eps=cfg.adam_eps)
     opt_d = None
     if disc is not None:
-        disc.to(device)
+        disc.to(device, memory_format=fmt)
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=betas, eps=cfg.adam_eps)
     extra = state["extra"] if state else {}
     if state:
@@ -279,16 +288,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for step, batch in enumerate(train_loader, 1):
             if step > steps:
                 break
-            mixture, t, r = (batch[k].to(device) for k in ("mixture", "transmission",
-                                                             "reflection"))
-            t_hat, r_hat = net(mixture)
-            terms = criterion(t_hat, r_hat, t, r, mixture, disc)
+            mixture, t, r = (batch[k].to(device).contiguous(memory_format=fmt)
+                             for k in ("mixture", "transmission", "reflection"))
+            with autocast(device, cfg.precision):
+                t_hat, r_hat = net(mixture)
+                # the loss sees fp32 images; its VGG convs still run in bf16 under autocast
+                terms = loss_fn(t_hat.float(), r_hat.float(), t, r, mixture, disc)
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             opt.step()
             if disc is not None:
                 opt_d.zero_grad(set_to_none=True)  # drops the generator step's D gradients
-                d_loss = criterion.discriminator_loss(disc, t_hat.detach(), t)
+                with autocast(device, cfg.precision):
+                    d_loss = criterion.discriminator_loss(disc, t_hat.detach().float(), t)
                 d_loss.backward()
                 _average_gradients(disc)
                 opt_d.step()
