@@ -1,6 +1,6 @@
-"""The loop's speed options (``train.precision``, ``channels_last``, ``compile``): each changes
-how a step is computed, never what it computes. One step in-process on fixed data, compared
-parameter by parameter with the plain fp32 eager step."""
+"""The loop's speed options (``train.precision``, ``channels_last``, ``compile``,
+``fuse_streams``): each changes how a step is computed, never what it computes. One step
+in-process on fixed data, compared parameter by parameter with the plain fp32 eager step."""
 
 from pathlib import Path
 
@@ -70,6 +70,14 @@ def test_compiled_step_is_the_eager_step(tmp_path, fp32_step):
                                train__compile_backend="aot_eager")
     assert counters["stats"]["unique_graphs"] >= 2  # in-process: model and loss compiled
     assert relative_error(update, ref) < 1e-3
+    assert metrics["train_loss"] == pytest.approx(ref_metrics["train_loss"], rel=1e-5)
+
+
+def test_fused_streams_step_is_the_two_stream_step(tmp_path, fp32_step):
+    ref, ref_metrics = fp32_step
+    update, metrics = one_step(tmp_path, "fused", train__fuse_streams=True)
+    assert update.keys() == ref.keys()  # same parameters, so the same checkpoints
+    assert relative_error(update, ref) < 1e-4
     assert metrics["train_loss"] == pytest.approx(ref_metrics["train_loss"], rel=1e-5)
 
 

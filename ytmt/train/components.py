@@ -68,7 +68,7 @@ def build_components(params, variant: str) -> Components:
     torch.manual_seed(params.seed)
     vgg = load_vgg19(mcfg.vgg_weights, mcfg.vgg_path, mcfg.vgg_seed)
     model = build_model(variant, width=mcfg.width, hypercolumn=mcfg.hypercolumn, vgg=vgg,
-                        plain_layers=mcfg.plain_layers)
+                        plain_layers=mcfg.plain_layers, fuse_streams=params.train.fuse_streams)
     criterion = SeparationLoss(params.loss, vgg)
     use_gan = params.train.gan and params.loss.adversarial > 0
     disc = Discriminator(3, params.train.discriminator_width) if use_gan else None

@@ -42,8 +42,10 @@ class TrainConfig:
     ``channels_last`` stores weights and batches NHWC; ``compile`` wraps the (DDP) model and
     the loss in ``torch.compile(backend=compile_backend, mode=compile_mode)`` (the modes are
     inductor's; ``aot_eager`` traces forward and backward without generating code, a quick
-    way to check that a model compiles). All three are off by default: on a CPU bf16 and
-    compile cost more than they save (bench/bench_train.py measures both).
+    way to check that a model compiles); ``fuse_streams`` runs the two streams' 3×3 convs of
+    each block as one grouped conv (same parameters and checkpoints). All are off by
+    default: on a CPU bf16 and compile cost more than they save (bench/bench_train.py
+    measures each).
     """
 
     variants: tuple[str, ...] = ("ytmt-ucs",)
@@ -66,6 +68,7 @@ class TrainConfig:
     compile: bool = False
     compile_mode: CompileMode = "default"
     compile_backend: CompileBackend = "inductor"
+    fuse_streams: bool = False
     # reporting
     log_every_steps: int = bounded(10, ge=1)
     sample_every: int = bounded(2, ge=1)
