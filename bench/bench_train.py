@@ -107,6 +107,49 @@ def measure(step, device: torch.device, warmup: int, iters: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+# Kernels that run on tensor cores (GPU) or the BLAS/oneDNN paths (CPU): everything else is
+# element-wise, reduction, copy or launch work, bound by memory bandwidth or overhead.
+MATMUL_KERNELS = ("conv", "gemm", "mm", "cudnn", "cutlass", "wgmma", "xmma", "sm90")
+
+
+def profile(step, device: torch.device, steps: int, out_dir: str, label: str) -> None:
+    """Profile ``steps`` steps: print the top kernels by self time, the share of time in
+    convolution/matmul kernels, and write a Chrome trace (open in chrome://tracing or
+    https://ui.perfetto.dev) to ``out_dir``."""
+    from pathlib import Path
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    step()  # warm (compiled graphs, cudnn autotuning) outside the trace
+    sync(device)
+    with torch_profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    gpu = device.type == "cuda"
+    key = "self_device_time_total" if gpu else "self_cpu_time_total"
+    events = prof.key_averages()
+    print(events.table(sort_by=key, row_limit=25, max_name_column_width=70))
+    if gpu:  # the kernels themselves, not the CPU-side ops that launched them
+        from torch.autograd import DeviceType
+
+        events = [e for e in events if e.device_type == DeviceType.CUDA]
+    total = sum(getattr(e, key) for e in events)
+    heavy = sum(getattr(e, key) for e in events
+                if any(k in e.key.lower() for k in MATMUL_KERNELS))
+    where = "device" if gpu else "CPU"
+    print(f"{label}: {heavy / max(total, 1):.1%} of self {where} time in convolution/matmul "
+          f"kernels, the rest element-wise, reductions, copies")
+    path = Path(out_dir) / f"trace_{label.replace(' ', '').replace('+', '_')}.json.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(path))
+    print(f"trace: {path}")
+
+
 def count_flops(step) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -133,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile-mode", default="default",
                     help="train.compile_mode of the 'compile' mode: default, max-autotune, "
                          "reduce-overhead (CUDA graphs), max-autotune-no-cudagraphs")
+    ap.add_argument("--profile", metavar="DIR", default=None,
+                    help="after timing, profile each mode for --profile-steps steps: top "
+                         "kernels, conv/matmul share of the time, Chrome trace in DIR")
+    ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="peak dense bf16 TFLOP/s of the GPU (default: from a table)")
     args = ap.parse_args(argv)
@@ -195,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                 line += f", {arch / sec / (peak * 1e12):6.1%} architecture"
             line += f" of {peak:.0f} TFLOP/s"
         print(line, flush=True)
+        if args.profile:
+            profile(step, device, args.profile_steps, args.profile, label)
         del step
         if gpu:
             torch.cuda.empty_cache()

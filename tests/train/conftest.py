@@ -53,10 +53,11 @@ def ray_local():
     """A local Ray (2 logical CPUs, loopback only), shut down only if this fixture started it."""
     import ray
 
+    from ytmt.ray_local import start_local_ray
+
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
-                 log_to_driver=True)
+        start_local_ray(2, log_to_driver=True)
     yield ray
     if started:
         ray.shutdown()

@@ -41,7 +41,6 @@ import json
 import math
 import os
 import re
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from typing import Any
 import yaml
 
 from ytmt.config import ConfigError, to_dict
+from ytmt.ray_local import start_local_ray
 from ytmt.train.report import atomic_write_bytes
 
 STORAGE_ENV = "YTMT_TUNE_STORAGE"
@@ -360,12 +360,6 @@ def _make_asha(tcfg, state_path: str):
                          grace_period=tcfg.grace_period, reduction_factor=tcfg.reduction_factor)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_ray(tcfg) -> bool:
     """Connect to ``tune.ray_address`` / ``$RAY_ADDRESS`` or start a local Ray on 127.0.0.1
     with the trial-driver resource and the dashboard (see the module docstring). Returns
@@ -374,7 +368,7 @@ def start_ray(tcfg) -> bool:
     Ray Train's placement-group cleaner asks the state API whether a trial's controller is
     alive; without an answer a trial stopped by ASHA keeps its workers' CPUs and the next
     trial hangs. The API needs the dashboard and must find this Ray among others running on
-    the machine."""
+    the machine (:mod:`ytmt.ray_local`)."""
     import ray
 
     if ray.is_initialized():
@@ -385,22 +379,7 @@ def start_ray(tcfg) -> bool:
         return True
     custom = {k: float(math.ceil(v * tcfg.max_concurrent_trials))
               for k, v in tcfg.driver_resources.items() if k not in ("CPU", "GPU")}
-    # The cleaner's state-API client finds its cluster from $RAY_ADDRESS, else by scanning
-    # this machine for GCS processes, which fails when other Ray instances run here. So the
-    # GCS port is chosen up front and every worker of this Ray gets it in $RAY_ADDRESS.
-    gcs_port = _free_port()
-    previous = os.environ.get("RAY_GCS_SERVER_PORT")
-    os.environ["RAY_GCS_SERVER_PORT"] = str(gcs_port)
-    try:
-        ray.init(address="local", num_cpus=tcfg.local_cpus or os.cpu_count(),
-                 resources=custom, _node_ip_address="127.0.0.1", include_dashboard=True,
-                 dashboard_host="127.0.0.1", dashboard_port=_free_port(),
-                 runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}})
-    finally:
-        if previous is None:
-            os.environ.pop("RAY_GCS_SERVER_PORT", None)
-        else:
-            os.environ["RAY_GCS_SERVER_PORT"] = previous
+    start_local_ray(tcfg.local_cpus or os.cpu_count(), custom)
     return True
 
 

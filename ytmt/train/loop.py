@@ -63,7 +63,13 @@ from ytmt.train.components import (
     learning_rate,
     resolve_params,
 )
-from ytmt.train.report import Progress, atomic_write_bytes, curves_png, sample_grid_png
+from ytmt.train.report import (
+    Progress,
+    atomic_write_bytes,
+    console,
+    curves_png,
+    sample_grid_png,
+)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOSS_TERMS = ("rec", "perceptual", "exclusion", "adversarial")
@@ -268,10 +274,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             logger.log_epoch(int(record["epoch"]), record)
     if rank == 0:
         if not vgg.weights.is_imagenet:
-            print(f"[{variant}] WARNING: VGG-19 has RANDOM weights ({vgg.weights.source}); "
-                  "hypercolumn and perceptual loss are not the paper's", flush=True)
+            console(f"[{variant}] WARNING: VGG-19 has RANDOM weights ({vgg.weights.source}); "
+                    "hypercolumn and perceptual loss are not the paper's")
         if start_epoch:
-            print(f"[{variant}] resumed after epoch {start_epoch}", flush=True)
+            console(f"[{variant}] resumed after epoch {start_epoch}")
 
     progress = Progress(variant, cfg.epochs, steps, world * cfg.batch_size,
                         start_epoch=start_epoch, every=cfg.log_every_steps)
@@ -340,10 +346,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ckpt_dirs.done(ckpt_dir)
 
         if rank == 0:
-            print(f"[{variant}] epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} "
-                  f"val PSNR T {record['val_psnr_t']:.2f} dB "
-                  f"(input {record['val_psnr_t_input']:.2f}) R {record['val_psnr_r']:.2f} dB, "
-                  f"{record['images_per_s']:.1f} img/s", flush=True)
+            console(f"[{variant}] epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} "
+                    f"val PSNR T {record['val_psnr_t']:.2f} dB "
+                    f"(input {record['val_psnr_t_input']:.2f}) R {record['val_psnr_r']:.2f} dB, "
+                    f"{record['images_per_s']:.1f} img/s")
         if logger is not None:
             logger.log_epoch(epoch + 1, record)
             last = epoch + 1 == cfg.epochs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,14 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def console(message: str) -> None:
+    """One line to stdout, flushed. Written to the stream, not with ``print``: inside Ray
+    Train 2.60 workers ``print`` is patched to log the line and also echo it, so every
+    printed line reached the driver's console twice."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
 class Progress:
     """Console progress of one run: ``epoch e/E step s/S loss .. img/s .. ETA h:mm:ss``.
 
@@ -32,7 +41,7 @@ class Progress:
     """
 
     def __init__(self, name: str, epochs: int, steps_per_epoch: int, images_per_step: int,
-                 start_epoch: int = 0, every: int = 10, printer=print) -> None:
+                 start_epoch: int = 0, every: int = 10, printer=console) -> None:
         self.name, self.epochs, self.steps = name, epochs, max(1, steps_per_epoch)
         self.images_per_step, self.every, self.printer = images_per_step, every, printer
         self.start_epoch = start_epoch
@@ -49,7 +58,7 @@ class Progress:
         left = (self.epochs - epoch) * self.steps + (self.steps - step)
         self.printer(f"[{self.name}] epoch {epoch}/{self.epochs} step {step}/{self.steps} "
                      f"loss {loss:.4f} {self.images_per_step / per_step:.1f} img/s "
-                     f"ETA {format_seconds(left * per_step)}", flush=True)
+                     f"ETA {format_seconds(left * per_step)}")
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 Public API (stable; the sweep code builds on it)::
 
     ensure_ray(num_cpus: int | None = None) -> bool
-        ray.init unless Ray is up: $RAY_ADDRESS (a cluster) or a local Ray on 127.0.0.1.
+        ray.init unless Ray is up: $RAY_ADDRESS (a cluster) or a local Ray on 127.0.0.1
+        (ytmt.ray_local.start_local_ray).
         Returns True when this call started Ray.
     preflight(params: Params, shards: str | Path, tracking_uri: str | None = None) -> str
         Fails within seconds (MLflow unreachable, shards missing/incomplete) before any
@@ -62,6 +63,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ytmt.archs import get_variant
 from ytmt.checkpoint import atomic_torch_save, load_checkpoint
 from ytmt.config import ConfigError, to_dict
+from ytmt.ray_local import start_local_ray
 from ytmt.train.config import TrainConfig
 from ytmt.train.components import resolve_params
 from ytmt.train.loop import CHECKPOINT_FILE, train_loop_per_worker
@@ -97,13 +99,14 @@ class TrainedModel:
 
 def ensure_ray(num_cpus: int | None = None) -> bool:
     """Start (or connect to) Ray unless it is up. ``$RAY_ADDRESS`` selects a cluster;
-    otherwise a local Ray bound to 127.0.0.1 without dashboard. True if started here."""
+    otherwise a local Ray on 127.0.0.1 whose dashboard lets Ray Train's placement-group
+    cleaner tell a live run from a dead one (:mod:`ytmt.ray_local`). True if started here."""
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"])
     else:
-        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False)
+        start_local_ray(num_cpus)
     return True
 
 

@@ -1,0 +1,51 @@
+"""A local Ray on 127.0.0.1 that Ray Train's placement-group cleaner can see.
+
+Ray Train 2.60 starts a detached ``PlacementGroupCleaner`` with every run: it polls the state
+API for the run's controller actor and removes the run's placement group (killing its
+workers) when the controller looks dead. Two things make it misjudge a live run:
+
+- without the dashboard the state API has no server: every poll fails and logs a warning
+  ("Failed to query Ray Train Controller actor state"), hundreds per training;
+- the cleaner's state-API client finds its cluster from ``$RAY_ADDRESS``, else by scanning
+  the machine for GCS processes. With another Ray running here (a second pipeline, a test
+  session, a cluster) it may ask the other Ray, which has no such actor: "dead", and a live
+  training loses its workers mid-epoch (seen here: a restart from the last checkpoint).
+
+So a local Ray is started with the dashboard (on 127.0.0.1, a free port) and a GCS port
+chosen up front, which every worker gets in ``$RAY_ADDRESS``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_ray(num_cpus: int | None = None, resources: dict[str, float] | None = None,
+                    **init_kwargs: Any) -> None:
+    """``ray.init`` a new local Ray (loopback only) as the module docstring explains;
+    ``init_kwargs`` go to ``ray.init`` (e.g. ``log_to_driver``)."""
+    import ray
+
+    gcs_port = free_port()
+    previous = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(gcs_port)
+    try:
+        ray.init(address="local", num_cpus=num_cpus, resources=resources,
+                 _node_ip_address="127.0.0.1", include_dashboard=True,
+                 dashboard_host="127.0.0.1", dashboard_port=free_port(),
+                 runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}},
+                 **init_kwargs)
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = previous
