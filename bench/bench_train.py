@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--modes", default=None,
                     help="comma list of modes to run (default: all); the first is the baseline: "
-                         "eager, channels_last (CPU), bf16, compile (GPU)")
+                         "eager, channels_last, fused (CPU); eager, bf16, compile, fused (GPU)")
     ap.add_argument("--compile-mode", default="default",
                     help="train.compile_mode of the 'compile' mode: default, max-autotune, "
                          "reduce-overhead (CUDA graphs), max-autotune-no-cudagraphs")
