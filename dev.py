@@ -52,6 +52,8 @@ def main(argv: list[str]) -> None:
     if not argv or argv[0] not in ("run", "test", "setup"):
         sys.exit(__doc__)
     env = ensure_env()
+    # dvc plots show/diff render offline with a local page (git-ignored, made each time)
+    sh(BIN / "python", "-m", "ytmt.offline_plots", env=env)
     if argv[0] == "run":
         sh(BIN / "dvc", "repro", *argv[1:], env=env)
         sh(BIN / "dvc", "metrics", "show", env=env)

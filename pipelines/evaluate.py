@@ -1,5 +1,6 @@
-"""DVC stage `evaluate`: score every trained model (params `evaluate`) on the synthetic test
-split and on the benchmarks the data manifest lists; report in --out, metrics in --metrics."""
+"""DVC stage `evaluate`: score every trained run of params `train` (variants × seeds and the
+two-stage runs; params `evaluate`) on the synthetic test split and on the benchmarks the data
+manifest lists; report in --out, one `dvc metrics` row per run and set under --metrics."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", default="outputs/shards")
     ap.add_argument("--manifest", default="outputs/data_manifest.json")
     ap.add_argument("--out", default="outputs/eval")
-    ap.add_argument("--metrics", default="outputs/metrics/evaluate.json")
+    ap.add_argument("--metrics", default="outputs/metrics/eval",
+                    help="folder: <set>/<variant>-seed<k>.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params)
     summary = run_evaluation(params.evaluate, args.models, args.shards, args.manifest,
-                             args.out, args.metrics, default_seed=params.seed,
-                             tracking_uri=params.train.tracking_uri)
+                             args.out, args.metrics, tracking_uri=params.train.tracking_uri,
+                             runs=params.train.runs())
     present = [s["name"] for s in summary["sets"] if s["present"]]
     absent = [s["name"] for s in summary["sets"] if not s["present"]]
     print(f"evaluate: {len(summary['models'])} model(s) on {', '.join(present) or 'no set'}"

@@ -1,11 +1,11 @@
-"""DVC stage `train`: train every `train.variants` entry for every `train.seeds` entry with Ray
-Train, each (variant, seed) its own MLflow run.
+"""DVC stage `train@<variant>-<seed>` (and `train2@...`): one training run with Ray Train.
 
 The loss weights found by the tune stage (``--best``, a YAML mapping of dotted keys such as
 ``loss.perceptual: 0.08``; ``{}`` keeps params.yaml's) override params before validation.
-Writes ``--out/<variant>/model.pt`` + ``info.json`` (one seed) or
-``--out/<variant>/seed<k>/model.pt`` + ``info.json`` (several seeds), ``--metrics`` (JSON keyed
-by ``<variant>`` or ``<variant>_seed<k>``) and ``--plots`` (``<same key>.csv`` / ``.png``).
+Writes ``--out/model.pt`` + ``info.json`` (ytmt.model_store), ``--metrics`` (the run's row
+of ``dvc metrics show``) and under ``--plots``: ``val_psnr/<run>.csv``,
+``train_loss/<run>.csv`` and ``curves/<run>.png``. Its MLflow run is one run of experiment
+``train.experiment``.
 """
 
 from __future__ import annotations
@@ -13,19 +13,24 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ytmt.model_store import run_label
 from ytmt.params import load_params, run_stage
-from ytmt.train.report import write_stage_outputs
-from ytmt.train.trainer import read_overrides, run_label, train_variants
+from ytmt.train.report import write_run_outputs
+from ytmt.train.trainer import read_overrides, train_variant
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--variant", required=True)
+    ap.add_argument("--seed", type=int, required=True, help="the run seed (a train.seeds entry)")
+    ap.add_argument("--stage1", default=None,
+                    help="two-stage variants: the trained stage-1 model.pt of the same seed")
     ap.add_argument("--shards", default="outputs/shards")
     ap.add_argument("--best", default=None, help="tune stage's best.yaml (optional)")
-    ap.add_argument("--out", default="outputs/models")
-    ap.add_argument("--metrics", default="outputs/metrics/train.json")
-    ap.add_argument("--plots", default="outputs/plots/train")
+    ap.add_argument("--out", required=True, help="the run's model folder")
+    ap.add_argument("--metrics", required=True)
+    ap.add_argument("--plots", default="outputs/plots")
     ap.add_argument("--tracking-uri", default=None,
                     help="MLflow URI (default: train.tracking_uri, $MLFLOW_TRACKING_URI, "
                          "sqlite:///<cwd>/mlflow.db)")
@@ -34,16 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = read_overrides(args.best) if args.best else {}
     if overrides:
         print(f"train: loss weights from {args.best}: {overrides}")
-    results = train_variants(params, args.shards, args.out, overrides=overrides,
-                             tracking_uri=args.tracking_uri)
-    several = len({seed for _, seed in results}) > 1
-    labels = {key: run_label(*key, several) for key in results}
-    write_stage_outputs({labels[k]: r.history for k, r in results.items()}, args.metrics,
-                        args.plots)
-    for k, r in results.items():
-        print(f"train {labels[k]}: val PSNR T {r.metrics['val_psnr_t']:.2f} dB "
-              f"(input {r.metrics['val_psnr_t_input']:.2f}), model {r.model_path}, "
-              f"MLflow {r.model_uri}")
+    info = train_variant(params, args.variant, args.shards, args.out, seed=args.seed,
+                         overrides=overrides, tracking_uri=args.tracking_uri,
+                         stage1_checkpoint=args.stage1)
+    label = run_label(args.variant, args.seed)
+    write_run_outputs(label, info.history, args.metrics, args.plots)
+    m = info.metrics
+    print(f"train {label}: val PSNR T {m['val_psnr_t']:.2f} dB (input "
+          f"{m['val_psnr_t_input']:.2f}), model {info.model_path}, MLflow {info.model_uri}")
     return 0
 
 

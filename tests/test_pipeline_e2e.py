@@ -1,15 +1,22 @@
-"""End to end: `dvc repro` on a fresh copy of the repository, as the README's run command does.
+"""End to end: `dvc repro` on a fresh copy of the repository, as the README's run command does,
+then what a DVC user does next, each step checking that only stale stages re-run.
 
-1. The whole pipeline runs offline on the embedded default data; the registry has a champion.
-2. A tiny benchmark set in the common layout appears under data/: `dvc repro` re-runs what
-   reads it (evaluation, registration) and not training; the report names the set.
-3. `ytmt separate --model models:/ytmt@champion` works from a fresh shell.
+1. The whole pipeline runs offline on the embedded default data: every stage, one train
+   stage per run (variants × seeds); `dvc metrics show` reads on a 100-column terminal.
+2. Python writes bytecode into ytmt/ and a module no stage imports is edited: `dvc status`
+   reports only the always-run `scan`, and `dvc repro` re-runs nothing else (issue 11 §1).
+3. `dvc exp run -S 'train.seeds=[0,1]'` trains seed 1 alone, then evaluates and registers all
+   four runs (§2); `dvc plots diff` between the commit and the experiment has each run's
+   curves at both revisions, and the page renders without internet (§3).
+4. A benchmark set appears under data/: only scan, evaluate and register re-run.
+5. `ytmt separate --model models:/ytmt@champion` works from a fresh shell.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+GIT = ["git", "-c", "user.email=ci@localhost", "-c", "user.name=ci"]
 
 
 def _copy_repo(dst: Path) -> None:
@@ -34,24 +42,38 @@ def _copy_repo(dst: Path) -> None:
         if src.is_file() and not rel.startswith("tests/"):
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / rel)
-    git = ["git", "-c", "user.email=ci@localhost", "-c", "user.name=ci"]
-    subprocess.run([*git, "init", "-q"], cwd=dst, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dst, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dst, check=True)
+    _git(dst, "init", "-q")
+    _commit(dst, "copy")
 
 
-def _env() -> dict[str, str]:
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run([*GIT, *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def _commit(repo: Path, message: str) -> None:
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", message)
+
+
+def _env(repo: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_ADDRESS"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
+    if env.get("PYTHONPATH"):  # a worktree's code: the copy's code instead
+        env["PYTHONPATH"] = str(repo)
     return env
 
 
-def _repro(repo: Path) -> str:
-    proc = subprocess.run([str(BIN / "dvc"), "repro"], cwd=repo, env=_env(), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-6000:]
+def _dvc(repo: Path, *args: str, timeout: int = 1500) -> str:
+    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=_env(repo), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    assert proc.returncode == 0, f"dvc {' '.join(args)}:\n{proc.stdout[-6000:]}"
     return proc.stdout
+
+
+def _ran(log: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", log))
 
 
 def _write_benchmark(folder: Path, n: int = 3) -> None:
@@ -66,33 +88,80 @@ def _write_benchmark(folder: Path, n: int = 3) -> None:
             folder / "blended" / f"{i}.png")
 
 
-def test_dvc_repro_end_to_end_then_new_benchmark_then_separate(tmp_path):
+def _small_params(repo: Path) -> None:
+    """Every stage runs, on less data and fewer steps. The stages' own tests cover the sweep,
+    Ray Train DDP and how well training learns (tests/sweep, tests/train); the training runs
+    here are in-process (num_workers 0) to keep this test at a few minutes."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tune"]["enabled"] = False
+    params["synthesize"].update(train_mixtures=64, val_mixtures=8, test_mixtures=8)
+    params["train"].update(epochs=2, max_steps_per_epoch=4, num_workers=0)
+    params["evaluate"].update(max_images=4, visual_cases=1)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _touch_bytecode_and_an_unused_module(repo: Path) -> None:
+    code = ("import importlib, pkgutil, ytmt\n"
+            "for m in pkgutil.walk_packages(ytmt.__path__, 'ytmt.'):\n"
+            "    importlib.import_module(m.name)\n")
+    for cmd in (["-m", "compileall", "-q", "ytmt"], ["-c", code]):
+        subprocess.run([sys.executable, *cmd], cwd=repo, env={**_env(repo),
+                       "PYTHONPATH": str(repo)}, check=True, timeout=300)
+    assert list((repo / "ytmt").rglob("*.pyc"))
+    with open(repo / "ytmt" / "cli.py", "a") as f:  # imported by no stage (test_dvc_deps)
+        f.write("# edited by the end-to-end test\n")
+
+
+def test_dvc_repro_then_bytecode_then_new_seed_then_new_benchmark_then_separate(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     _copy_repo(repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    # The stages' own tests cover the sweep and how well training learns (tests/tune,
-    # tests/train/test_learning.py); here every stage runs, on less data and fewer steps.
-    params["tune"]["enabled"] = False
-    params["synthesize"].update(train_mixtures=64, val_mixtures=8, test_mixtures=8)
-    params["train"].update(epochs=2, max_steps_per_epoch=4)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _small_params(repo)
+    _commit(repo, "small params")
 
-    first = _repro(repo)
-    for stage in ("scan", "fetch", "synthesize", "tune", "train", "evaluate", "register"):
-        assert f"Running stage '{stage}'" in first, stage
+    first = _dvc(repo, "repro")
+    assert _ran(first) == {"scan", "fetch", "synthesize", "tune", "train@ytmt-ucs-0",
+                           "train@unet-no-fi-0", "evaluate", "register"}
+    table = _dvc(repo, "metrics", "show")
+    assert "outputs/metrics/val/ytmt-ucs-seed0.json" in table
+    assert "outputs/metrics/eval/synthetic/unet-no-fi-seed0.json" in table
+    assert max(map(len, table.splitlines())) <= 100, table
+    _commit(repo, "pipeline results (dvc.lock)")  # what a DVC user commits
+
+    _touch_bytecode_and_an_unused_module(repo)
+    status = json.loads(_dvc(repo, "status", "--json"))
+    # data.dvc tracks the team's real data, which a clone without `dvc pull` lacks
+    assert set(status) - {"data.dvc"} == {"scan"}, status
+    assert _ran(_dvc(repo, "repro")) == {"scan"}
+
+    more = _dvc(repo, "exp", "run", "-S", "train.seeds=[0,1]")
+    assert _ran(more) == {"scan", "train@ytmt-ucs-1", "train@unet-no-fi-1", "evaluate",
+                          "register"}
     registry = json.loads((repo / "outputs" / "registry.json").read_text())
-    assert "champion" in json.dumps(registry)
-    report = (repo / "outputs" / "eval" / "report.md").read_text()
-    assert "real20" in report and "absent" in report
+    assert len(registry["versions"]) == 4 and registry["champion"]["uri"] == \
+        "models:/ytmt@champion"
+    assert (repo / "outputs/metrics/eval/synthetic/ytmt-ucs-seed1.json").is_file()
+
+    exp = _dvc(repo, "exp", "list", "--name-only").split()[0]
+    diff = json.loads(_dvc(repo, "plots", "diff", "HEAD", exp, "--json"))
+    assert not diff.get("errors"), diff["errors"]
+    curve = diff["data"]["outputs/plots/val_psnr/ytmt-ucs-seed0.csv"][0]
+    assert curve["revisions"] == ["HEAD", exp]
+    assert curve["content"]["encoding"]["x"]["field"] == "epoch"
+    assert {v["field"] for v in curve["content"]["data"]["values"]} == {"val_psnr_t",
+                                                                         "val_psnr_t_input"}
+    assert diff["data"]["outputs/plots/val_psnr/ytmt-ucs-seed1.csv"][0]["revisions"] == [exp]
+    subprocess.run([sys.executable, "-m", "ytmt.offline_plots"], cwd=repo, env={
+        **_env(repo), "PYTHONPATH": str(repo)}, check=True, timeout=120)
+    _dvc(repo, "plots", "diff", "HEAD", exp, "-o", str(tmp_path / "plots"))
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "vegaEmbed" in page and not re.search(r"<script[^>]+src=\"https?:", page)
 
     _write_benchmark(repo / "data" / "real20")
-    second = _repro(repo)
-    assert "Running stage 'evaluate'" in second
-    assert "Running stage 'train'" not in second
-    assert "Running stage 'synthesize'" not in second
-    metrics = json.loads((repo / "outputs" / "metrics" / "evaluate.json").read_text())
-    assert "real20" in json.dumps(metrics)
+    third = _dvc(repo, "repro")
+    assert _ran(third) == {"scan", "evaluate", "register"}
+    assert (repo / "outputs/metrics/eval/real20/unet-no-fi-seed1.json").is_file()
+    assert "real20" in (repo / "outputs" / "eval" / "report.md").read_text()
 
     photo = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)

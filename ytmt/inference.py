@@ -14,9 +14,8 @@ the photo: a full-width model at ``tile=256`` stays near 1.2 GiB whatever the ph
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -24,12 +23,19 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ytmt.fileio import atomic_write_bytes
+from ytmt.tiling import (  # noqa: F401 - re-exported: the tiling API lives there
+    ALIGN,
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    Blend,
+    _ramp,
+    check_tiling,
+    iter_tiles,
+    tile_count,
+    tile_starts,
+)
 from ytmt.archs.ytmt import SeparationModel
 
-ALIGN = 16
-DEFAULT_TILE = 256
-DEFAULT_OVERLAP = 32
-Blend = Literal["cosine", "linear"]
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 
 
@@ -165,48 +171,6 @@ def _forward(model: SeparationModel, patch: np.ndarray,
             r_hat[0, :, :h, :w].float().cpu().numpy())
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of ``tile`` pixels covering ``length`` with at least ``overlap``
-    pixels shared between neighbours; one tile when ``length <= tile``."""
-    if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
-
-
-def _ramp(n: int, overlap: int, rise: bool, fall: bool, blend: Blend) -> np.ndarray:
-    """1-D weights of a tile of ``n`` pixels: 1 inside, rising over the first ``overlap``
-    pixels when ``rise`` (a neighbour before it) and falling over the last when ``fall``.
-    Never exactly 0, so every pixel has a positive total weight."""
-    w = np.ones(n, np.float32)
-    k = min(overlap, n)
-    if k == 0:
-        return w
-    pos = (np.arange(k, dtype=np.float32) + 0.5) / k  # (0, 1)
-    edge = pos if blend == "linear" else (0.5 - 0.5 * np.cos(np.pi * pos)).astype(np.float32)
-    if rise:
-        w[:k] = np.minimum(w[:k], edge)
-    if fall:
-        w[n - k:] = np.minimum(w[n - k:], edge[::-1])
-    return w
-
-
-def iter_tiles(height: int, width: int, tile: int,
-               overlap: int) -> Iterator[tuple[int, int, int, int]]:
-    """(top, left, h, w) of every tile, row by row."""
-    for top in tile_starts(height, tile, overlap):
-        for left in tile_starts(width, tile, overlap):
-            yield top, left, min(tile, height - top), min(tile, width - left)
-
-
-def check_tiling(tile: int, overlap: int) -> None:
-    if tile < 2 * ALIGN or tile % ALIGN:
-        raise ValueError(f"tile = {tile}: expected a multiple of {ALIGN}, at least {2 * ALIGN}")
-    if not 0 <= overlap <= tile // 2:
-        raise ValueError(f"overlap = {overlap}: expected 0 <= overlap <= tile/2 = {tile // 2}")
-
-
 def separate(model: SeparationModel, image: np.ndarray, tile: int | None = DEFAULT_TILE,
              overlap: int = DEFAULT_OVERLAP, blend: Blend = "cosine",
              device: str | torch.device | None = None,
@@ -248,11 +212,3 @@ def separate(model: SeparationModel, image: np.ndarray, tile: int | None = DEFAU
     acc_t /= acc_w
     acc_r /= acc_w
     return acc_t.transpose(1, 2, 0), acc_r.transpose(1, 2, 0)
-
-
-def tile_count(height: int, width: int, tile: int | None, overlap: int) -> int:
-    """How many model passes :func:`separate` makes for an image of this size."""
-    if tile is None or (height <= tile and width <= tile):
-        return 1
-    return len(tile_starts(height, tile, overlap)) * len(tile_starts(width, tile, overlap))
-

@@ -1,10 +1,8 @@
-"""The model as an MLflow pyfunc: log it, load it back, serve it.
+"""The model as an MLflow pyfunc: load it back and serve it (logging: :mod:`ytmt.mlflow_model`).
 
-Why a pyfunc and not ``mlflow.pytorch``: MLflow 3's default pytorch format (torch.export,
-"pt2") specialises the U-Net to the example's height and width, so a model logged with a
-64×64 example refuses any other size (design.md s5). The pyfunc here keeps the plain ytmt
-checkpoint (weights only, loaded with ``weights_only=True``) as its single artifact and runs
-:func:`ytmt.inference.separate`, so any size and aspect works, large images tiled.
+The pyfunc keeps the plain ytmt checkpoint (weights only, loaded with ``weights_only=True``)
+as its single artifact and runs :func:`ytmt.inference.separate`, so any size and aspect
+works, large images tiled.
 
 Request and response (``mlflow models serve``, ``/invocations``)::
 
@@ -20,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import os
 import shutil
 import tempfile
@@ -30,27 +27,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
-from PIL import Image
 
 from ytmt.archs.ytmt import SeparationModel
-from ytmt.checkpoint import load_checkpoint, model_from_checkpoint
-from ytmt.inference import DEFAULT_OVERLAP, DEFAULT_TILE, decode_image, encode_png, separate
-
-
-CHECKPOINT_ARTIFACT = "checkpoint"
-INPUT_COLUMN = "image"
-OUTPUT_COLUMNS = ("transmission", "reflection")
-# "Models from code": the logged model holds this file, not a cloudpickle of SeparatorModel,
-# so loading the model unpickles nothing (the checkpoint itself loads weights-only).
-MODEL_CODE_FILE = "ytmt_separator.py"
-MODEL_CODE = """\"\"\"MLflow pyfunc entry point of a ytmt model (needs the ytmt package).\"\"\"
-from mlflow.models import set_model
-
-from ytmt.serving import SeparatorModel
-
-set_model(SeparatorModel())
-"""
-MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "file:", "s3:", "gs:", "http")
+from ytmt.checkpoint import model_from_checkpoint
+from ytmt.inference import decode_image, encode_png, separate
+from ytmt.mlflow_model import (  # noqa: F401 - log_model re-exported for callers
+    CHECKPOINT_ARTIFACT,
+    INPUT_COLUMN,
+    MODEL_URI_SCHEMES,
+    OUTPUT_COLUMNS,
+    log_model,
+)
+from ytmt.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 def _b64_image(b64: Any, row: int) -> np.ndarray:
@@ -90,56 +78,6 @@ class SeparatorModel(PythonModel):
             rows.append({"transmission": base64.b64encode(encode_png(t_hat)).decode("ascii"),
                          "reflection": base64.b64encode(encode_png(r_hat)).decode("ascii")})
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
-
-
-def example_input(size: int = 32, seed: int = 0) -> pd.DataFrame:
-    """A one-row DataFrame with a random ``size``² RGB PNG, base64 encoded."""
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
-    return pd.DataFrame({INPUT_COLUMN: [base64.b64encode(buf.getvalue()).decode("ascii")]})
-
-
-def signature():
-    """Input: string column ``image``; output: string columns ``transmission``,
-    ``reflection``; optional params ``tile`` (0: untiled) and ``overlap``."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
-    return ModelSignature(
-        inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
-        outputs=Schema([ColSpec("string", c) for c in OUTPUT_COLUMNS]),
-        params=ParamSchema([ParamSpec("tile", "long", DEFAULT_TILE),
-                            ParamSpec("overlap", "long", DEFAULT_OVERLAP)]))
-
-
-def pip_requirements() -> list[str]:
-    """Pinned third-party requirements of the pyfunc (ytmt itself must be installed)."""
-    from importlib.metadata import version
-
-    return [f"{pkg}=={version(pkg)}" for pkg in
-            ("mlflow", "torch", "numpy", "pandas", "pillow", "tifffile")]
-
-
-def log_model(checkpoint_path: str | Path, name: str = "model",
-              registered_model_name: str | None = None):
-    """Log the checkpoint as a pyfunc model into the *active* MLflow run; returns its
-    ``ModelInfo`` (``.model_uri`` is ``models:/<model id>``). The checkpoint is validated
-    (weights-only load) before anything is logged."""
-    import mlflow
-
-    if mlflow.active_run() is None:
-        raise RuntimeError("ytmt.serving.log_model needs an active MLflow run "
-                           "(call it inside `with mlflow.start_run(...)`)")
-    load_checkpoint(checkpoint_path)  # refuse unsafe or foreign files before logging
-    with tempfile.TemporaryDirectory(prefix="ytmt-pyfunc-") as tmp:
-        code = Path(tmp) / MODEL_CODE_FILE
-        code.write_text(MODEL_CODE)
-        return mlflow.pyfunc.log_model(
-            name=name, python_model=str(code),
-            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_path)},
-            pip_requirements=pip_requirements(), signature=signature(),
-            input_example=example_input(), registered_model_name=registered_model_name)
 
 
 def is_model_uri(ref: str) -> bool:

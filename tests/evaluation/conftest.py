@@ -86,34 +86,33 @@ def make_benchmarks(root):
 
 
 #: (variant, folder under models/, validation PSNR of T): the champion is ytmt-ucs seed 1.
-TRAINED = [("ytmt-ucs", "ytmt-ucs/seed0", 20.0), ("ytmt-ucs", "ytmt-ucs/seed1", 22.0),
-           ("unet-no-fi", "unet-no-fi", 21.0)]
+TRAINED = [("ytmt-ucs", 0, 20.0), ("ytmt-ucs", 1, 22.0), ("unet-no-fi", 0, 21.0)]
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, random_vgg):
-    """What the train stage leaves: models/<variant>[/seed<k>]/model.pt + info.json, each
+    """What the train stages leave: models/<variant>/seed<k>/model.pt + info.json, each
     logged as a pyfunc into its own run of a real SQLite MLflow store."""
-    import json
-
     import mlflow
 
-    from ytmt.serving import log_model
+    from ytmt.mlflow_model import log_model
+    from ytmt.model_store import ModelInfo, run_dir, write_info
 
     root = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     exp = mlflow.create_experiment("ytmt-train", artifact_location=(root / "art").as_uri())
-    for i, (variant, folder, val) in enumerate(TRAINED):
-        path = save_tiny(root / "models" / folder / "model.pt", variant, seed=i, vgg=random_vgg)
+    for i, (variant, seed, val) in enumerate(TRAINED):
+        folder = run_dir(root / "models", variant, seed)
+        path = save_tiny(folder / "model.pt", variant, seed=i, vgg=random_vgg)
         with mlflow.start_run(experiment_id=exp) as run:
             mlflow.log_metric("val_psnr_t", val)
-            info = log_model(path, name="model")
-        (path.parent / "info.json").write_text(json.dumps({
-            "variant": variant, "model_path": str(path), "mlflow_run_id": run.info.run_id,
-            "model_uri": info.model_uri, "metrics": {"val_psnr_t": val, "epoch": 1},
-            "vgg_weights": "random"}))
+            logged = log_model(path, name="model")
+        write_info(folder, ModelInfo(variant=variant, seed=seed, model_path=str(path),
+                                     mlflow_run_id=run.info.run_id, model_uri=logged.model_uri,
+                                     metrics={"val_psnr_t": val, "epoch": 1},
+                                     vgg_weights="random"))
     yield {"root": root, "uri": uri, "models": root / "models", "experiment": exp}
     mlflow.set_tracking_uri(previous)
 
@@ -128,6 +127,6 @@ def evaluated(trained, tiny_shards, tmp_path_factory):
     manifest = make_benchmarks(root)
     cfg = EvaluateConfig(tracking_uri=trained["uri"], visual_cases=2)
     summary = run_evaluation(cfg, trained["models"], tiny_shards, manifest, root / "eval",
-                             root / "metrics" / "evaluate.json")
+                             root / "metrics" / "eval")
     return {"summary": summary, "root": root, "out": root / "eval", "manifest": manifest,
             "cfg": cfg}

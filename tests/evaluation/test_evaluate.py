@@ -49,8 +49,16 @@ def test_discovery_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the train stage"):
         discover_models(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no model.pt"):
+    with pytest.raises(FileNotFoundError, match="no <variant>/seed<k>/model.pt"):
         discover_models(tmp_path / "empty")
+    from ytmt.train.config import Run
+
+    with pytest.raises(FileNotFoundError, match="run listed in params"):
+        discover_models(tmp_path / "empty", [Run("ytmt-ucs", 3)])
+    (tmp_path / "empty/ytmt-ucs/seed3").mkdir(parents=True)
+    (tmp_path / "empty/ytmt-ucs/seed3/info.json").write_text('{"variant": "ytmt-ucs"}')
+    with pytest.raises(ValueError, match="expected a mapping with variant, seed and"):
+        discover_models(tmp_path / "empty", [Run("ytmt-ucs", 3)])
 
 
 @pytest.mark.slow
@@ -94,10 +102,16 @@ def test_seeds_give_mean_and_std(evaluated):
     assert stats["n"] == 2
     assert stats["mean"] == pytest.approx(np.mean(values))
     assert stats["std"] == pytest.approx(np.std(values, ddof=1))
-    metrics = json.loads((evaluated["root"] / "metrics/evaluate.json").read_text())
-    assert metrics["ytmt-ucs"]["real20"]["psnr_t_std"] == pytest.approx(stats["std"], abs=1e-4)
-    assert "psnr_t_std" not in metrics["unet-no-fi"]["real20"]  # one seed: no std
-    assert metrics["ytmt-ucs"]["wild"] == {"present": False}
+    rows = evaluated["root"] / "metrics/eval"  # one dvc-metrics row per run and present set
+    assert sorted(p.relative_to(rows).as_posix() for p in rows.rglob("*.json")) == sorted(
+        f"{s}/{v}-seed{k}.json" for s in ("synthetic", "real20", "objects")
+        for v, k, _ in TRAINED)
+    row = json.loads((rows / "real20/ytmt-ucs-seed1.json").read_text())
+    assert row == {"psnr_t": pytest.approx(values[1], abs=1e-3),
+                   "ssim_t": pytest.approx(per_model["ytmt-ucs/seed1"]["real20"]["ssim_t"],
+                                           abs=1e-4),
+                   "psnr_in": pytest.approx(per_model["ytmt-ucs/seed1"]["real20"]["psnr_t_input"],
+                                            abs=1e-3)}
     report = (evaluated["out"] / "report.md").read_text()
     assert f"{stats['mean']:.2f} ± {stats['std']:.2f}" in report
     assert "| unet-no-fi | 20.57 |" in report  # Table 4 beside ours
@@ -107,9 +121,8 @@ def test_seeds_give_mean_and_std(evaluated):
 def test_results_are_logged_to_each_training_run(evaluated, trained):
     client = mlflow.MlflowClient(trained["uri"])
     for m in evaluated["summary"]["models"]:
-        info = json.loads((trained["models"] / (
-            f"{m['variant']}/seed{m['seed']}" if m["variant"] == "ytmt-ucs" else m["variant"])
-            / "info.json").read_text())
+        info = json.loads((trained["models"] / m["variant"] / f"seed{m['seed']}"
+                           / "info.json").read_text())
         assert m["run_id"] == info["mlflow_run_id"]
         run = client.get_run(m["run_id"])
         assert run.data.metrics["test_real20_psnr_t"] == pytest.approx(

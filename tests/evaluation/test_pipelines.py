@@ -26,14 +26,15 @@ def test_evaluate_then_register_stages(trained, tiny_shards, tmp_path):
     manifest = make_benchmarks(tmp_path)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({
+        # the runs of params: ytmt-ucs seeds 0 and 1 (the unet-no-fi folder is not listed)
+        "train": {"variants": ["ytmt-ucs"], "seeds": [0, 1]},
         "evaluate": {"tracking_uri": trained["uri"], "visual_cases": 1, "max_images": 2},
         "register": {"model_name": "ytmt-stage"}}))
     out = _run("evaluate.py", "--params", params, "--models", trained["models"], "--shards",
                tiny_shards, "--manifest", manifest, "--out", tmp_path / "eval", "--metrics",
-               tmp_path / "metrics/evaluate.json", cwd=tmp_path)
-    assert "3 model(s) on synthetic, real20, objects; absent: wild, nature" in out
-    metrics = json.loads((tmp_path / "metrics/evaluate.json").read_text())
-    assert metrics["ytmt-ucs"]["real20"]["seeds"] == 2
+               tmp_path / "metrics/eval", cwd=tmp_path)
+    assert "2 model(s) on synthetic, real20, objects; absent: wild, nature" in out
+    assert (tmp_path / "metrics/eval/real20/ytmt-ucs-seed1.json").is_file()
     assert "real20" in (tmp_path / "eval/report.md").read_text()
     out = _run("register.py", "--params", params, "--models", trained["models"], "--eval",
                tmp_path / "eval", "--out", tmp_path / "registry.json", cwd=tmp_path)

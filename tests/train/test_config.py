@@ -6,7 +6,7 @@ from ytmt.config import ConfigError, parse_section, to_dict
 from ytmt.params import Params
 from ytmt.train.config import TrainConfig
 from ytmt.train.components import learning_rate, resolve_params
-from ytmt.train.trainer import backend_name, resolve_storage_path, training_order
+from ytmt.train.trainer import backend_name, resolve_storage_path
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -54,11 +54,14 @@ def test_overrides_are_applied_and_validated():
     assert resolve_params(base, {"seed": 3}).seed == 3
 
 
-def test_two_stage_variants_train_after_their_stage1():
-    assert training_order(["ytmt-uct"]) == ["ytmt-ucs", "ytmt-uct"]
-    assert training_order(["ytmt-uat", "ytmt-uas", "ytmt-uct"]) == [
-        "ytmt-uas", "ytmt-uat", "ytmt-ucs", "ytmt-uct"]
-    assert training_order(["unet-no-fi"]) == ["unet-no-fi"]
+def test_two_stage_runs_train_after_their_stage1():
+    cfg = parse_section(TrainConfig, {
+        "variants": ["ytmt-uas", "ytmt-ucs"], "seeds": [0],
+        "two_stage": [{"variant": "ytmt-uat", "stage1": "ytmt-uas"},
+                      {"variant": "ytmt-uct", "stage1": "ytmt-ucs"}]}, "train")
+    assert [(r.variant, r.stage1) for r in cfg.runs()] == [
+        ("ytmt-uas", None), ("ytmt-ucs", None), ("ytmt-uat", "ytmt-uas"),
+        ("ytmt-uct", "ytmt-ucs")]
 
 
 def test_storage_path_and_backend(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
-"""Several seeds per variant: config checks, one model folder and MLflow run per seed, and the
-evaluation reading them back as mean ± std."""
+"""Runs = variants × seeds (+ two-stage runs): config checks, one model folder and MLflow run
+per run, and the evaluation reading them back as mean ± std."""
 
 import json
 import os
@@ -13,8 +13,9 @@ import yaml
 
 from ytmt.config import ConfigError, parse_section
 from ytmt.params import parse_params
-from ytmt.train.config import TrainConfig
-from ytmt.train.trainer import _remove_stale, _training_key, make_loop_config, model_dir
+from ytmt.model_store import run_dir
+from ytmt.train.config import Run, TrainConfig
+from ytmt.train.trainer import _training_key, make_loop_config
 
 from .conftest import tiny_params
 
@@ -32,53 +33,74 @@ def test_seeds_default_and_validation():
             parse_section(TrainConfig, {"seeds": bad}, "train")
 
 
-def test_layout_and_resume_key_follow_the_seed(tmp_path, shards):
-    assert model_dir(tmp_path, "ytmt-ucs", 3, several=False) == tmp_path / "ytmt-ucs"
-    assert model_dir(tmp_path, "ytmt-ucs", 3, several=True) == tmp_path / "ytmt-ucs" / "seed3"
+def test_runs_two_stage_validation():
+    cfg = parse_section(TrainConfig, {"variants": ["ytmt-ucs", "unet-no-fi"], "seeds": [0, 1],
+                                      "two_stage": [{"variant": "ytmt-uct",
+                                                     "stage1": "ytmt-ucs"}]}, "train")
+    assert cfg.runs() == [Run("ytmt-ucs", 0), Run("ytmt-ucs", 1), Run("unet-no-fi", 0),
+                          Run("unet-no-fi", 1), Run("ytmt-uct", 0, "ytmt-ucs"),
+                          Run("ytmt-uct", 1, "ytmt-ucs")]
+    for bad, message in (
+            ({"variants": ["ytmt-uct"]}, r"'ytmt-uct' is two-stage; list it under two_stage"),
+            ({"variants": ["ytmt-ucs", "ytmt-ucs"]}, "listed twice"),
+            ({"two_stage": [{"variant": "ytmt-ucs", "stage1": "ytmt-ucs"}]},
+             r"two_stage\[0\].variant = 'ytmt-ucs': expected a two-stage variant"),
+            ({"two_stage": [{"variant": "ytmt-uct", "stage1": "ytmt-uas"}]},
+             "the stage 1 of ytmt-uct is 'ytmt-ucs'"),
+            ({"variants": ["unet-no-fi"],
+              "two_stage": [{"variant": "ytmt-uct", "stage1": "ytmt-ucs"}]},
+             "stage 1 'ytmt-ucs' must be trained too"),
+            ({"two_stage": [{"variant": "ytmt-uct"}]}, r"two_stage\[0\].stage1: missing")):
+        with pytest.raises(ConfigError, match=message):
+            parse_section(TrainConfig, bad, "train")
+
+
+def test_layout_and_resume_key_follow_the_seed_not_the_run_list(tmp_path, shards):
+    assert run_dir(tmp_path, "ytmt-ucs", 3) == tmp_path / "ytmt-ucs" / "seed3"
     params = parse_params(tiny_params(tmp_path, train__seeds=[0, 1]))
     keys = {s: _training_key(make_loop_config(params, "ytmt-ucs", shards, seed=s))
             for s in (0, 1)}
     assert keys[0] != keys[1]
-    # Listing another seed does not change the key of seed 0's run (resume still finds it).
-    more = parse_params(tiny_params(tmp_path, train__seeds=[0, 1, 2]))
-    assert _training_key(make_loop_config(more, "ytmt-ucs", shards, seed=0)) == keys[0]
-
-
-def test_stale_models_of_the_other_layout_are_removed(tmp_path):
-    root = tmp_path / "ytmt-ucs"
-    for d in (root, root / "seed0", root / "seed5"):
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "model.pt").write_bytes(b"x")
-        (d / "info.json").write_text("{}")
-    _remove_stale(tmp_path, "ytmt-ucs", (0, 1))  # several: seed0 stays, root and seed5 go
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.pt")) == \
-        ["ytmt-ucs/seed0/model.pt"]
-    _remove_stale(tmp_path, "ytmt-ucs", (0,))  # one seed: only <variant>/model.pt is kept
-    assert not list(tmp_path.rglob("*.pt")) and root.is_dir()
+    # Listing another seed or variant, or logging more often, keeps seed 0's key (resume
+    # still finds its run); a recipe change does not.
+    for change in ({"train__seeds": [0, 1, 2]}, {"train__variants": ["ytmt-ucs", "unet-no-fi"]},
+                   {"train__log_every_steps": 1}, {"train__tracking_uri": "sqlite:///x.db"},
+                   {"train__fuse_streams": True}):
+        more = parse_params(tiny_params(tmp_path, **change))
+        assert _training_key(make_loop_config(more, "ytmt-ucs", shards, seed=0)) == keys[0], \
+            change
+    other = parse_params(tiny_params(tmp_path, train__lr=5e-4))
+    assert _training_key(make_loop_config(other, "ytmt-ucs", shards, seed=0)) != keys[0]
 
 
 def test_two_seeds_train_two_models_and_evaluate_as_mean_std(tmp_path, shards):
-    """The stage with variants [ytmt-uct] and seeds [0, 1]: ytmt-ucs and ytmt-uct trained per
-    seed, uct from the ucs model of its own seed; one folder (different weights, info.json
-    seed) and one MLflow run per (variant, seed); metrics/plots per (variant, seed); the
-    evaluation reports mean ± std over the seeds."""
+    """Runs ytmt-ucs and ytmt-uct (two-stage) × seeds [0, 1] through the train stage script,
+    one run per call as DVC's train@/train2@ stages do: uct from the ucs model of its own
+    seed; one folder (different weights, info.json seed) and one MLflow run per run; the
+    run's metrics row and plots; the evaluation reports mean ± std over the seeds."""
     from mlflow import MlflowClient
 
     from ytmt.evaluation.config import EvaluateConfig
     from ytmt.evaluation.evaluate import discover_models, run_evaluation
 
-    params = tiny_params(tmp_path, train__seeds=[0, 1], train__variants=["ytmt-uct"],
-                         train__max_steps_per_epoch=1,
-                         train__sample_every=5)
+    params = tiny_params(tmp_path, train__seeds=[0, 1], train__variants=["ytmt-ucs"],
+                         train__two_stage=[{"variant": "ytmt-uct", "stage1": "ytmt-ucs"}],
+                         train__max_steps_per_epoch=1, train__sample_every=5)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    out, metrics, plots = tmp_path / "models", tmp_path / "train.json", tmp_path / "plots"
+    out, plots = tmp_path / "models", tmp_path / "plots"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / "train.py"), "--params",
-         str(tmp_path / "params.yaml"), "--shards", str(shards), "--out", str(out),
-         "--metrics", str(metrics), "--plots", str(plots)], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = parse_params(params).train.runs()
+    for run in runs:
+        stage1 = ["--stage1", str(run_dir(out, run.stage1, run.seed) / "model.pt")] \
+            if run.stage1 else []
+        label = f"{run.variant}-seed{run.seed}"
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "pipelines" / "train.py"), "--params",
+             str(tmp_path / "params.yaml"), "--variant", run.variant, "--seed", str(run.seed),
+             *stage1, "--shards", str(shards), "--out", str(run_dir(out, run.variant, run.seed)),
+             "--metrics", str(tmp_path / "metrics" / f"{label}.json"), "--plots", str(plots)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("model.pt")) == [
         f"{v}/seed{s}/model.pt" for v in ("ytmt-ucs", "ytmt-uct") for s in (0, 1)]
@@ -90,29 +112,34 @@ def test_two_seeds_train_two_models_and_evaluate_as_mean_std(tmp_path, shards):
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0]
                if weights[0][k].is_floating_point())
 
-    labels = [f"{v}_seed{s}" for v in ("ytmt-ucs", "ytmt-uct") for s in (0, 1)]
-    assert sorted(json.loads(metrics.read_text())) == labels
-    assert sorted(p.name for p in plots.iterdir()) == sorted(
-        f"{label}.{ext}" for label in labels for ext in ("csv", "png"))
+    labels = [f"{v}-seed{s}" for v in ("ytmt-ucs", "ytmt-uct") for s in (0, 1)]
+    row = json.loads((tmp_path / "metrics" / "ytmt-uct-seed1.json").read_text())
+    assert set(row) == {"psnr_t", "ssim_t", "psnr_in", "img_s"}
+    assert sorted(p.relative_to(plots).as_posix() for p in plots.rglob("*.*")) == sorted(
+        f"{d}/{label}.{ext}" for label in labels
+        for d, ext in (("val_psnr", "csv"), ("train_loss", "csv"), ("curves", "png")))
+    assert (plots / "val_psnr" / "ytmt-ucs-seed0.csv").read_text().splitlines()[0] == \
+        "epoch,val_psnr_t,val_psnr_t_input"
 
     client = MlflowClient(params["train"]["tracking_uri"])
     exp = client.get_experiment_by_name(params["train"]["experiment"])
-    runs = {(r.data.tags["variant"], r.data.tags["seed"]): r
-            for r in client.search_runs([exp.experiment_id])}
-    assert sorted(runs) == [(v, str(s)) for v in ("ytmt-ucs", "ytmt-uct") for s in (0, 1)]
+    mruns = {(r.data.tags["variant"], r.data.tags["seed"]): r
+             for r in client.search_runs([exp.experiment_id])}
+    assert sorted(mruns) == [(v, str(s)) for v in ("ytmt-ucs", "ytmt-uct") for s in (0, 1)]
     for s in (0, 1):
-        run = runs[("ytmt-ucs", str(s))]
+        run = mruns[("ytmt-ucs", str(s))]
         assert run.info.run_id == infos[s]["mlflow_run_id"] and run.info.status == "FINISHED"
         assert run.data.params["seed"] == str(s)  # the loop ran with this seed
-        stage1 = runs[("ytmt-uct", str(s))].data.params["stage1_checkpoint"]
+        stage1 = mruns[("ytmt-uct", str(s))].data.params["stage1_checkpoint"]
         assert stage1.endswith(f"ytmt-ucs/seed{s}/model.pt")  # stage 1 of the same seed
-    assert len({r.data.tags["ytmt_train_key"] for r in runs.values()}) == 4
+    assert len({r.data.tags["ytmt_train_key"] for r in mruns.values()}) == 4
 
-    entries = discover_models(out)
+    entries = discover_models(out, runs)
     assert [(e.variant, e.seed) for e in entries] == [
         (v, s) for v in ("ytmt-ucs", "ytmt-uct") for s in (0, 1)]
     cfg = EvaluateConfig(protocols=("paper",), visual_cases=0, max_images=2)
-    summary = run_evaluation(cfg, out, shards, None, tmp_path / "eval", log_mlflow=False)
+    summary = run_evaluation(cfg, out, shards, None, tmp_path / "eval", log_mlflow=False,
+                             runs=runs)
     stats = summary["variants"]["ytmt-ucs"]["synthetic"]
     psnr = next(v for k, v in stats.items() if "psnr" in k)
     assert psnr["n"] == 2 and psnr["std"] >= 0

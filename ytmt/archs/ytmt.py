@@ -26,8 +26,6 @@ checkpoints, are the same either way.
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ytmt.archs.vgg import HypercolumnFeatures
+# The variant table is torch-free data (ytmt.variants); re-exported here for the networks.
+from ytmt.variants import VARIANTS, Exchange, Variant, get_variant  # noqa: F401
 
 Pair = tuple[Tensor, Tensor]
 
@@ -46,15 +46,6 @@ HYPERCOLUMN_CHANNELS = 1475  # RGB 3 + VGG-19 taps 64 + 128 + 256 + 512 + 512
 def relu_neg(x: Tensor) -> Tensor:
     """Negative ReLU, ``ReLU⁻(x) = x − ReLU(x) = min(x, 0)`` (Eq. 1)."""
     return torch.clamp(x, max=0.0)
-
-
-class Exchange(enum.Enum):
-    """What a YTMT head hands across streams, and how it merges (``⊕``)."""
-
-    ADD = "add"              # pattern A: t' = ReLU(t) + ReLU⁻(r)
-    CONCAT = "concat"        # pattern C: t' = conv1x1([ReLU(t), ReLU⁻(r)])
-    RELU_ONLY = "relu_only"  # ablation: t' = conv1x1([ReLU(t), ReLU(r)])
-    NONE = "none"            # ablation "w/o FI": t' = ReLU(t)
 
 
 class YTMTHead(nn.Module):
@@ -286,46 +277,6 @@ class YTMTPlainNet(nn.Module):
 
 
 # --------------------------------------------------------------------------- variants
-
-@dataclass(frozen=True)
-class Variant:
-    """A named network: backbone, exchange head, number of stages. Variants are data."""
-
-    name: str
-    backbone: str  # "unet" | "plain"
-    exchange: Exchange
-    stages: int
-    summary: str
-
-    @property
-    def stage1_variant(self) -> str:
-        """The single-stage variant whose trained model is this variant's frozen stage 1."""
-        if self.stages == 1:
-            return self.name
-        return _STAGE1_OF[self.name]
-
-
-VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    Variant("ytmt-ucs", "unet", Exchange.CONCAT, 1, "U-shaped, concat head, single stage"),
-    Variant("ytmt-uas", "unet", Exchange.ADD, 1, "U-shaped, additive head, single stage"),
-    Variant("ytmt-uct", "unet", Exchange.CONCAT, 2, "U-shaped, concat head, two stages"),
-    Variant("ytmt-uat", "unet", Exchange.ADD, 2, "U-shaped, additive head, two stages"),
-    Variant("ytmt-pcs", "plain", Exchange.CONCAT, 1, "plain, concat head, single stage"),
-    Variant("ytmt-pas", "plain", Exchange.ADD, 1, "plain, additive head, single stage"),
-    Variant("unet-no-fi", "unet", Exchange.NONE, 1,
-            "ablation: dual-stream U-Net without feature interaction (Table 4, w/o FI)"),
-    Variant("ytmt-ucs-relu-only", "unet", Exchange.RELU_ONLY, 1,
-            "ablation: concat head fed ReLU instead of ReLU⁻ (Table 4, ReLU only)"),
-]}
-_STAGE1_OF = {"ytmt-uct": "ytmt-ucs", "ytmt-uat": "ytmt-uas"}
-
-
-def get_variant(name: str) -> Variant:
-    try:
-        return VARIANTS[name]
-    except KeyError:
-        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}") from None
-
 
 def build_stage(variant: Variant, in_channels: int, width: int, plain_layers: int = 10,
                 fuse_streams: bool = False) -> nn.Module:

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -62,64 +61,41 @@ class ModelEntry:
         return f"{self.variant}/seed{self.seed}"
 
 
-def _read_info(folder: Path) -> dict[str, Any]:
-    """The training JSON beside a model: ``info.json`` if present, else the only JSON file."""
-    preferred = folder / "info.json"
-    candidates = [preferred] if preferred.is_file() else sorted(folder.glob("*.json"))
-    for path in candidates:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            log.warning("%s: unreadable (%s); ignoring it", path, err)
-            continue
-        if isinstance(data, dict):
-            return data
-    return {}
+def _entry(folder: Path) -> ModelEntry:
+    from ytmt.model_store import MODEL_FILE, read_info
+
+    info = read_info(folder)
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing beside {folder / 'info.json'}")
+    return ModelEntry(variant=info.variant, seed=int(info.seed), path=str(path.resolve()),
+                      run_id=info.mlflow_run_id, model_uri=info.model_uri,
+                      val_metrics=info.val_metrics, vgg_weights=info.vgg_weights)
 
 
-def _seed_from_path(rel: Path) -> int | None:
-    for part in reversed(rel.parts):
-        m = re.fullmatch(r"seed[_-]?(\d+)", part)
-        if m:
-            return int(m.group(1))
-    return None
+def discover_models(models_dir: str | Path, runs=None) -> list[ModelEntry]:
+    """The trained models to evaluate, sorted by variant, then seed (ytmt.model_store).
 
-
-def discover_models(models_dir: str | Path, default_seed: int = 0) -> list[ModelEntry]:
-    """Every ``model.pt`` below ``models_dir`` (sorted by variant, then seed).
-
-    variant: the JSON's ``variant``, else the checkpoint's. seed: the JSON's ``seed``, else a
-    ``seed<k>`` folder in the path, else ``default_seed``. Validation metrics: ``val_*`` keys
-    at the JSON's top level or in its ``metrics`` mapping."""
-    from ytmt.checkpoint import load_checkpoint
+    ``runs`` (``train.runs()``): exactly those runs' folders, each required (a folder left by
+    a run no longer listed is ignored). ``None``: every ``<variant>/seed<k>/info.json``
+    below ``models_dir``."""
+    from ytmt.model_store import INFO_FILE, run_dir
 
     root = Path(models_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no trained models (run the train stage first)")
-    entries: dict[tuple[str, int], ModelEntry] = {}
-    for path in sorted(root.rglob("model.pt")):
-        info = _read_info(path.parent)
-        ckpt = load_checkpoint(path)
-        variant = str(info.get("variant") or ckpt["model"]["variant"])
-        seed = info.get("seed")
-        if seed is None:
-            seed = _seed_from_path(path.relative_to(root).parent)
-        seed = int(seed if seed is not None else default_seed)
-        metrics = dict(info.get("metrics") or {})
-        metrics.update({k: v for k, v in info.items() if k.startswith("val_")})
-        val = {k: float(v) for k, v in metrics.items()
-               if k.startswith("val_") and isinstance(v, (int, float))}
-        entry = ModelEntry(variant=variant, seed=seed, path=str(path.resolve()),
-                           run_id=info.get("mlflow_run_id") or info.get("run_id"),
-                           model_uri=info.get("model_uri"), val_metrics=val,
-                           vgg_weights=info.get("vgg_weights") or ckpt["vgg"]["mode"])
-        if (variant, seed) in entries:
-            raise ValueError(f"two models for {variant} seed {seed}: "
-                             f"{entries[(variant, seed)].path} and {path}")
-        entries[(variant, seed)] = entry
-    if not entries:
-        raise FileNotFoundError(f"{root}: no model.pt below it (run the train stage first)")
-    return sorted(entries.values(), key=lambda e: (e.variant, e.seed))
+    if runs is None:
+        folders = sorted(p.parent for p in root.glob(f"*/seed*/{INFO_FILE}"))
+    else:
+        folders = [run_dir(root, r.variant, r.seed) for r in runs]
+        missing = [f for f in folders if not (f / INFO_FILE).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]}: no trained model for a run listed in "
+                                    "params (run its train stage: `dvc repro train`)")
+    if not folders:
+        raise FileNotFoundError(f"{root}: no <variant>/seed<k>/model.pt below it (run the "
+                                "train stage first)")
+    return sorted((_entry(f) for f in folders), key=lambda e: (e.variant, e.seed))
 
 
 # --------------------------------------------------------------------------- sets
@@ -342,24 +318,31 @@ def case_grid_png(cases: list[Case], title: str) -> bytes:
 
 
 
-def dvc_metrics(variants: dict[str, Any], sets: list[EvalSet]) -> dict[str, Any]:
-    """{variant: {set: {metric: mean, metric_std: std when several seeds}}} (absent sets are
-    listed as ``{"present": false}``)."""
-    out: dict[str, Any] = {}
-    for variant, per_set in variants.items():
-        out[variant] = {}
-        for s in sets:
-            if s.name not in per_set:
-                out[variant][s.name] = {"present": False}
-                continue
-            vals: dict[str, Any] = {}
-            for metric, stats in per_set[s.name].items():
-                vals[metric] = round(stats["mean"], 4)
-                if stats["n"] > 1:
-                    vals[f"{metric}_std"] = round(stats["std"], 4)
-            vals["seeds"] = max(st["n"] for st in per_set[s.name].values())
-            out[variant][s.name] = vals
-    return out
+def write_dvc_metrics(models: list[dict[str, Any]], metrics_dir: str | Path) -> Path:
+    """``metrics_dir/<set>/<variant>-seed<k>.json`` per model and present set: PSNR / SSIM of
+    T̂ (paper protocol), the input's PSNR; the same names as the training runs' validation
+    rows, so ``dvc metrics show`` lists one short row per run and set. The folder is
+    replaced as a whole (no rows left from runs or sets no longer evaluated)."""
+    from ytmt.model_store import run_label
+
+    final = Path(metrics_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+    try:
+        for model in models:
+            for set_name, m in model["sets"].items():
+                row = {"psnr_t": round(m["psnr_t"], 3), "ssim_t": round(m["ssim_t"], 4),
+                       "psnr_in": round(m["psnr_t_input"], 3)} if "psnr_t" in m else {
+                    "psnr_t_strict": round(m["psnr_t_strict"], 3),
+                    "ssim_t_strict": round(m["ssim_t_strict"], 4),
+                    "psnr_in": round(m["psnr_t_input"], 3)}
+                path = tmp / set_name / f"{run_label(model['variant'], model['seed'])}.json"
+                atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+        _replace_dir(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def entry_dict(entry: ModelEntry) -> dict[str, Any]:
@@ -409,8 +392,8 @@ def _log_to_mlflow(tracking_uri: str, run_id: str, metrics: dict[str, float],
 
 def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Path | None,
                    manifest: str | Path | None, out: str | Path,
-                   metrics_path: str | Path | None = None, default_seed: int = 0,
-                   log_mlflow: bool = True, tracking_uri: str | None = None) -> dict[str, Any]:
+                   metrics_dir: str | Path | None = None, log_mlflow: bool = True,
+                   tracking_uri: str | None = None, runs=None) -> dict[str, Any]:
     """Score every model on every present set, write the outputs (module docstring) and log
     to MLflow. Returns the summary (also ``out/summary.json``). ``out`` is built in a
     temporary sibling folder and swapped in at the end: an interrupted run leaves the previous
@@ -421,7 +404,7 @@ def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Pa
     from ytmt.tracking import check_tracking_uri, resolve_tracking_uri
 
     final = Path(out)
-    entries = discover_models(models_dir, default_seed)
+    entries = discover_models(models_dir, runs)
     sets = plan_sets(cfg, shards, manifest)
     tracking_uri = resolve_tracking_uri(cfg.tracking_uri or tracking_uri)
     if log_mlflow:
@@ -436,9 +419,8 @@ def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Pa
     finally:
         if out.exists():
             shutil.rmtree(out, ignore_errors=True)
-    if metrics_path is not None:
-        atomic_write_text(Path(metrics_path),
-                          json.dumps(dvc_metrics(summary["variants"], sets), indent=2) + "\n")
+    if metrics_dir is not None:
+        write_dvc_metrics(summary["models"], metrics_dir)
     return summary
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ytmt.evaluation.config import RegisterConfig
-from ytmt.evaluation.evaluate import atomic_write_text
+from ytmt.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,13 @@ def _validation_value(model: dict[str, Any], metric: str, client) -> float | Non
 
 def _ensure_logged(model: dict[str, Any], tracking_uri: str) -> str:
     """The model's MLflow model URI; a checkpoint never logged to MLflow is logged now into
-    its run (see ytmt.serving.log_model)."""
+    its run (see ytmt.mlflow_model.log_model)."""
     uri = model.get("model_uri")
     if uri:
         return uri
     import mlflow
 
-    from ytmt.serving import log_model
+    from ytmt.mlflow_model import log_model
 
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=model["run_id"]):

@@ -13,6 +13,36 @@ Precision = Literal["fp32", "bf16"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 CompileBackend = Literal["inductor", "aot_eager", "cudagraphs", "eager"]
 
+# train keys that change no trained weights, so neither the DVC train stages (their params
+# are the other keys: tests/test_dvc_deps.py) nor the resume key depend on them: which runs
+# exist, how a run is logged or stored, and how it executes (same math, other speed).
+RUN_SELECTION = ("variants", "seeds", "two_stage")
+REPORTING = ("log_every_steps", "sample_every", "sample_count", "storage_path", "experiment",
+             "tracking_uri")
+EXECUTION = ("channels_last", "compile", "compile_mode", "compile_backend", "fuse_streams",
+             "loader_workers", "torch_threads", "use_gpu", "cpus_per_worker", "gpus_per_worker",
+             "backend", "max_failures")
+NOT_RECIPE = RUN_SELECTION + REPORTING + EXECUTION
+
+
+@dataclass(frozen=True)
+class TwoStageRun:
+    """A two-stage variant and the single-stage variant whose trained model (of the same
+    seed) is its frozen stage 1, e.g. ``{variant: ytmt-uct, stage1: ytmt-ucs}``."""
+
+    variant: str
+    stage1: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: ``variant`` with run seed ``seed``; ``stage1`` names the
+    single-stage variant of a two-stage run (None otherwise)."""
+
+    variant: str
+    seed: int
+    stage1: str | None = None
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -23,11 +53,14 @@ class TrainConfig:
     ``gan: true`` (with ``model.width: 64``). The learning rate is a pure function of the
     epoch (:func:`ytmt.train.loop.learning_rate`).
 
-    Seeds: every variant is trained once per ``seeds`` entry, and that entry is the run's
-    seed (model initialisation, crops, augmentation and data order); the top-level
-    ``seed`` keeps seeding data synthesis and the tune sweep only. One seed writes
-    ``<variant>/model.pt``; several write ``<variant>/seed<k>/model.pt`` and the evaluation
-    reports mean ± std over them (:mod:`ytmt.train.trainer`).
+    Runs: every single-stage variant in ``variants`` and every two-stage one in
+    ``two_stage`` is trained once per ``seeds`` entry, and that entry is the run's seed
+    (model initialisation, crops, augmentation and data order); the top-level ``seed`` keeps
+    seeding data synthesis and the tune sweep only. Each run is a DVC stage of its own
+    (``train@<variant>-<seed>``, ``train2@...``) writing ``<variant>/seed<k>/`` (see
+    :mod:`ytmt.model_store`), so adding a seed or a variant trains only the new runs; the
+    evaluation reports mean ± std over seeds. A two-stage run starts from the stage-1 run of
+    its seed, whose variant must be listed in ``variants``.
 
     Distribution: ``num_workers`` Ray Train workers (DDP, ``batch_size`` images each, so
     the global batch is ``num_workers * batch_size``); ``0`` runs the loop in the calling
@@ -50,6 +83,7 @@ class TrainConfig:
 
     variants: tuple[str, ...] = ("ytmt-ucs",)
     seeds: tuple[int, ...] = bounded((0,), ge=0)
+    two_stage: tuple[TwoStageRun, ...] = ()
     epochs: int = bounded(6, ge=1)
     batch_size: int = bounded(4, ge=1)
     crop: int = bounded(64, ge=16)
@@ -89,7 +123,7 @@ class TrainConfig:
     tracking_uri: str | None = None
 
     def validate(self) -> None:
-        from ytmt.archs.ytmt import VARIANTS
+        from ytmt.variants import VARIANTS
 
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
@@ -97,6 +131,9 @@ class TrainConfig:
                               f"known: {', '.join(VARIANTS)}")
         if not self.variants:
             raise ConfigError("variants: list at least one variant")
+        if len(set(self.variants)) != len(self.variants):
+            raise ConfigError(f"variants = {list(self.variants)!r}: a variant is listed twice")
+        self._validate_two_stage()
         if not self.seeds:
             raise ConfigError("seeds: list at least one seed, e.g. [0]")
         repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
@@ -121,6 +158,45 @@ class TrainConfig:
         if self.backend == "nccl" and not self.use_gpu:
             raise ConfigError("backend = 'nccl' needs use_gpu: true (use gloo or auto on CPU)")
 
+    def _validate_two_stage(self) -> None:
+        from ytmt.variants import VARIANTS
+
+        for v in self.variants:
+            if VARIANTS[v].stages > 1:
+                first = VARIANTS[v].stage1_variant
+                raise ConfigError(
+                    f"variants: {v!r} is two-stage; list it under two_stage as "
+                    f"{{variant: {v}, stage1: {first}}} (and {first} under variants)")
+        for i, run in enumerate(self.two_stage):
+            key = f"two_stage[{i}]"
+            spec = VARIANTS.get(run.variant)
+            if spec is None or spec.stages == 1:
+                two = [n for n, v in VARIANTS.items() if v.stages > 1]
+                raise ConfigError(f"{key}.variant = {run.variant!r}: expected a two-stage "
+                                  f"variant ({', '.join(two)})")
+            if run.stage1 != spec.stage1_variant:
+                raise ConfigError(f"{key}.stage1 = {run.stage1!r}: the stage 1 of "
+                                  f"{run.variant} is {spec.stage1_variant!r}")
+            if run.stage1 not in self.variants:
+                raise ConfigError(f"{key}: stage 1 {run.stage1!r} must be trained too: add it "
+                                  f"to variants")
+        names = [r.variant for r in self.two_stage]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two_stage: a variant is listed twice ({names})")
+
+    def runs(self) -> list[Run]:
+        """Every (variant, seed) run in training order: single-stage runs first, then the
+        two-stage runs (each after its stage 1)."""
+        single = [Run(v, s) for v in self.variants for s in self.seeds]
+        return single + [Run(r.variant, s, r.stage1) for r in self.two_stage
+                         for s in self.seeds]
+
+    def recipe(self) -> dict[str, Any]:
+        """The keys that determine a run's trained weights (all but :data:`NOT_RECIPE`)."""
+        from ytmt.config import to_dict
+
+        return {k: v for k, v in to_dict(self).items() if k not in NOT_RECIPE}
+
 
 def _default_space() -> dict[str, dict[str, Any]]:
     return {
@@ -137,8 +213,7 @@ _OVERRIDABLE_SECTIONS = ("model", "loss", "train")
 class TuneConfig:
     """The loss-weight sweep (params.yaml ``tune``; :mod:`ytmt.sweep`).
 
-    Each trial trains ``variant`` (null: the first of ``train.variants``; single-stage
-    only) for at most ``epochs`` epochs with the ``train`` recipe, ``overrides`` applied
+    Each trial trains ``variant`` (single-stage) for at most ``epochs`` epochs with the ``train`` recipe, ``overrides`` applied
     (dotted keys of model/loss/train, e.g. ``train.max_steps_per_epoch: 4``) and the
     sampled weights of ``space`` (:mod:`ytmt.sweep.space`). ``enabled: false`` writes an
     empty ``best.yaml`` without starting Ray.
@@ -162,7 +237,7 @@ class TuneConfig:
     """
 
     enabled: bool = True
-    variant: str | None = None
+    variant: str = "ytmt-ucs"
     epochs: int = bounded(2, ge=1)
     num_samples: int = bounded(2, ge=1)
     space: dict[str, dict[str, Any]] = field(default_factory=_default_space)
@@ -187,10 +262,10 @@ class TuneConfig:
     tracking_uri: str | None = None
 
     def validate(self) -> None:
-        from ytmt.archs.ytmt import VARIANTS
+        from ytmt.variants import VARIANTS
         from ytmt.sweep.space import validate_space
 
-        if self.variant is not None and self.variant not in VARIANTS:
+        if self.variant not in VARIANTS:
             raise ConfigError(f"variant = {self.variant!r}: unknown; known: "
                               f"{', '.join(VARIANTS)}")
         validate_space(self.space)

@@ -18,8 +18,6 @@ import numpy as np
 from ytmt.fileio import atomic_write_bytes
 
 
-
-
 def format_seconds(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -149,20 +147,37 @@ def write_history_csv(path: str | Path, history: Sequence[Mapping[str, float]]) 
     return atomic_write_bytes(path, buf.getvalue().encode())
 
 
-STAGE_METRICS = ("epoch", "train_loss", "val_psnr_t", "val_ssim_t", "val_psnr_r", "val_ssim_r",
-                 "val_psnr_t_strict", "val_ssim_t_strict", "val_psnr_t_input", "images_per_s")
+def run_metrics(record: Mapping[str, float]) -> dict[str, float]:
+    """The few numbers of a run that ``dvc metrics show`` lists, one row per run, under the
+    same names as the evaluation's per-set rows (``ytmt.evaluation.outputs``): PSNR / SSIM of
+    T̂ (paper protocol), the input's PSNR (the identity baseline) and the training speed."""
+    out = {"psnr_t": round(record["val_psnr_t"], 3), "ssim_t": round(record["val_ssim_t"], 4),
+           "psnr_in": round(record["val_psnr_t_input"], 3)}
+    if "images_per_s" in record:
+        out["img_s"] = round(record["images_per_s"], 2)
+    return out
 
 
-def write_stage_outputs(histories: Mapping[str, Sequence[Mapping[str, float]]],
-                        metrics_path: str | Path, plots_dir: str | Path) -> None:
-    """DVC outputs of the train stage: ``metrics_path`` (JSON, the last epoch of each
-    variant) and per variant ``plots_dir/<variant>.csv`` (every epoch) and ``<variant>.png``
-    (loss and PSNR curves)."""
+PLOT_COLUMNS = {"val_psnr": ("epoch", "val_psnr_t", "val_psnr_t_input"),
+                "train_loss": ("epoch", "train_loss", "loss_rec", "loss_perceptual",
+                               "loss_exclusion", "loss_adversarial")}
+
+
+def write_run_outputs(label: str, history: Sequence[Mapping[str, float]],
+                      metrics_path: str | Path, plots_dir: str | Path) -> list[Path]:
+    """DVC outputs of one training run ``label`` (``<variant>-seed<k>``): ``metrics_path``
+    (:func:`run_metrics` of the last epoch), ``plots_dir/val_psnr/<label>.csv`` and
+    ``plots_dir/train_loss/<label>.csv`` (one row per epoch; dvc.yaml's top-level plots draw
+    them against ``epoch``) and ``plots_dir/curves/<label>.png``. Returns the paths."""
     import json
 
-    summary = {v: {k: h[-1][k] for k in STAGE_METRICS if k in h[-1]}
-               for v, h in histories.items()}
-    atomic_write_bytes(metrics_path, (json.dumps(summary, indent=2) + "\n").encode())
-    for variant, history in histories.items():
-        write_history_csv(Path(plots_dir) / f"{variant}.csv", history)
-        atomic_write_bytes(Path(plots_dir) / f"{variant}.png", curves_png(history, variant))
+    plots_dir = Path(plots_dir)
+    written = [atomic_write_bytes(metrics_path,
+                                  (json.dumps(run_metrics(history[-1]), indent=2) + "\n")
+                                  .encode())]
+    for name, columns in PLOT_COLUMNS.items():
+        rows = [{k: h[k] for k in columns if k in h} for h in history]
+        written.append(write_history_csv(plots_dir / name / f"{label}.csv", rows))
+    written.append(atomic_write_bytes(plots_dir / "curves" / f"{label}.png",
+                                      curves_png(history, label)))
+    return written

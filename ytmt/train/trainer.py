@@ -19,23 +19,17 @@ Public API (stable; the sweep code builds on it)::
         DDP over cfg.num_workers workers (0: in-process), gloo on CPU / nccl on GPU,
         FailureConfig(cfg.max_failures), checkpoints under the storage path / ``name``
         (same name + storage = resume from the last checkpoint).
-    train_variant(params, variant, shards, out_dir, *, overrides=None, tracking_uri=None,
-                  stage1_checkpoint=None, train_loop=train_loop_per_worker, seed=None)
-        -> TrainedModel
-        One (variant, seed): one MLflow run (experiment ``train.experiment``, tag ``seed``),
-        fit, final model logged to MLflow (ytmt.serving.log_model), ``model.pt`` and
-        ``info.json`` (with ``seed``) in :func:`model_dir`. ``seed`` None: the first of
-        ``train.seeds``.
-    train_variants(params, shards, out_dir, *, overrides=None, tracking_uri=None)
-        -> dict[tuple[str, int], TrainedModel]
-        Every ``train.variants`` entry for every ``train.seeds`` entry, keyed by
-        (variant, seed); a two-stage variant trains after (and from) the stage-1 model of the
-        same seed, which is trained first when its variant is not listed.
-    model_dir(out_dir, variant, seed, several) -> Path
-        ``out_dir/<variant>`` for a single seed, ``out_dir/<variant>/seed<k>`` for several
-        (the layout ``ytmt.evaluation.evaluate.discover_models`` reads).
-    run_label(variant, seed, several) -> str
-        ``<variant>`` or ``<variant>_seed<k>``: keys of the stage's metrics and plot files.
+    train_variant(params, variant, shards, target, *, seed, overrides=None,
+                  tracking_uri=None, stage1_checkpoint=None, train_loop=train_loop_per_worker)
+        -> ModelInfo
+        One (variant, seed) run (one DVC stage): one MLflow run (experiment
+        ``train.experiment``, tag ``seed``), fit, final model logged to MLflow
+        (ytmt.mlflow_model.log_model), ``model.pt`` and ``info.json`` in ``target``
+        (ytmt.model_store).
+    train_variants(params, shards, models, *, overrides=None, tracking_uri=None)
+        -> dict[tuple[str, int], ModelInfo]
+        Every run of ``train.runs()`` in one process (the DVC pipeline runs one stage per
+        run instead), into ``ytmt.model_store.run_dir(models, variant, seed)``.
 
 Seeds: the run seed of each training is its ``train.seeds`` entry; it replaces the top-level
 ``seed`` inside the loop (initial weights, crops, augmentation, data order).
@@ -52,7 +46,6 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,39 +53,20 @@ import ray
 import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from ytmt.archs import get_variant
 from ytmt.checkpoint import atomic_torch_save, load_checkpoint
 from ytmt.config import ConfigError, to_dict
+from ytmt.model_store import MODEL_FILE, ModelInfo, run_dir, write_info
 from ytmt.ray_local import start_local_ray
 from ytmt.train.config import TrainConfig
 from ytmt.train.components import resolve_params
 from ytmt.train.loop import CHECKPOINT_FILE, train_loop_per_worker
-from ytmt.train.report import atomic_write_bytes
+from ytmt.variants import get_variant
 
-MODEL_FILE = "model.pt"
-INFO_FILE = "info.json"
 STORAGE_ENV = "YTMT_RAY_STORAGE"
 
 
 class ShardsMissing(FileNotFoundError):
     """The shards directory is missing or incomplete."""
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """What ``train_variant`` produced (also written as ``info.json``)."""
-
-    variant: str
-    seed: int
-    model_path: str
-    mlflow_run_id: str
-    model_uri: str
-    experiment_id: str
-    epochs: int
-    metrics: dict[str, float]
-    vgg_weights: str
-    ray_run: str
-    history: list[dict[str, float]]
 
 
 # --------------------------------------------------------------------------- Ray plumbing
@@ -190,15 +164,15 @@ def make_loop_config(params, variant: str, shards: str | Path, *,
 
 
 def _training_key(loop_config: dict[str, Any]) -> str:
-    """A short hash of what determines the trained weights (config, run seed, data, stage 1).
-    ``train.seeds`` itself is left out: adding a seed to the list keeps the other seeds' keys
-    (each run's own seed is in the key as ``seed``)."""
+    """A short hash of what determines the trained weights: the recipe (``seed``, ``model``,
+    ``loss`` and the ``train`` keys of :meth:`TrainConfig.recipe`, so the runs listed, the
+    logging cadence and the stores do not count), the run seed, the data and stage 1."""
     overrides = dict(loop_config["overrides"])
     if loop_config.get("seed") is not None:
         overrides["seed"] = loop_config["seed"]
     resolved = resolve_params(loop_config["params"], overrides)
-    recipe = {k: to_dict(getattr(resolved, k)) for k in ("seed", "model", "loss", "train")}
-    recipe["train"].pop("seeds")
+    recipe = {k: to_dict(getattr(resolved, k)) for k in ("seed", "model", "loss")}
+    recipe["train"] = resolved.train.recipe()
     manifest = Path(loop_config["shards"]) / "manifest.json"
     stage1 = loop_config["stage1_checkpoint"]
     digest = {"variant": loop_config["variant"], "recipe": recipe,
@@ -230,53 +204,26 @@ def _open_run(tracking_uri: str, experiment: str, variant: str, seed: int, key: 
     return exp_id, run.info.run_id, ray_name
 
 
-# --------------------------------------------------------------------------- layout
-
-def model_dir(out_dir: str | Path, variant: str, seed: int, several: bool) -> Path:
-    """Where a (variant, seed) model goes: ``out_dir/<variant>`` when ``train.seeds`` has one
-    entry, ``out_dir/<variant>/seed<k>`` when it has several."""
-    return Path(out_dir) / variant / f"seed{seed}" if several else Path(out_dir) / variant
-
-
-def run_label(variant: str, seed: int, several: bool) -> str:
-    """``<variant>`` (one seed) or ``<variant>_seed<k>``: the stage's metrics keys and plot
-    file names."""
-    return f"{variant}_seed{seed}" if several else variant
-
-
-def _remove_stale(out_dir: Path, variant: str, seeds: tuple[int, ...]) -> None:
-    """Drop models of ``variant`` left by an earlier run with other seeds (the other layout,
-    or ``seed<k>`` folders no longer listed), so the evaluation finds only this run's."""
-    several = len(seeds) > 1
-    keep = {model_dir(out_dir, variant, s, several).resolve() for s in seeds}
-    root = out_dir / variant
-    stale = [root] if several else []
-    stale += [d for d in root.glob("seed*") if d.is_dir() and d.name[4:].isdigit()]
-    for d in stale:
-        if d.resolve() in keep:
-            continue
-        for name in (MODEL_FILE, INFO_FILE):
-            if (d / name).is_file():
-                print(f"train: removing stale {d / name}", flush=True)
-                (d / name).unlink()
-        if d != root and d.is_dir() and not any(d.iterdir()):
-            d.rmdir()
-
-
 # --------------------------------------------------------------------------- end to end
 
-def train_variant(params, variant: str, shards: str | Path, out_dir: str | Path, *,
-                  overrides: dict[str, Any] | None = None, tracking_uri: str | None = None,
-                  stage1_checkpoint: str | None = None,
-                  train_loop=train_loop_per_worker, seed: int | None = None) -> TrainedModel:
-    """Train ``variant`` with run seed ``seed`` (None: the first of ``train.seeds``) with Ray
-    Train and log it to MLflow; writes into :func:`model_dir`. See the module docstring."""
+def train_variant(params, variant: str, shards: str | Path, target: str | Path, *,
+                  seed: int, overrides: dict[str, Any] | None = None,
+                  tracking_uri: str | None = None, stage1_checkpoint: str | None = None,
+                  train_loop=train_loop_per_worker) -> ModelInfo:
+    """Train ``variant`` with run seed ``seed`` with Ray Train, log it to MLflow and write
+    ``target/model.pt`` and ``target/info.json``. See the module docstring."""
     params = resolve_params(to_dict(params), overrides)  # validate overrides before anything
     uri = preflight(params, shards, tracking_uri)
     cfg = params.train
-    seed = cfg.seeds[0] if seed is None else int(seed)
-    if seed < 0:
+    if int(seed) < 0:
         raise ConfigError(f"seed = {seed}: must be >= 0")
+    if get_variant(variant).stages > 1 and not stage1_checkpoint:
+        raise ConfigError(f"{variant} is two-stage: give the trained stage 1 "
+                          f"({get_variant(variant).stage1_variant}) checkpoint")
+    if stage1_checkpoint and not Path(stage1_checkpoint).is_file():
+        raise FileNotFoundError(f"stage-1 checkpoint {stage1_checkpoint} not found; train "
+                                f"{get_variant(variant).stage1_variant} first")
+    seed = int(seed)
     loop_config = make_loop_config(params, variant, shards, stage1_checkpoint=stage1_checkpoint,
                                    tracking_uri=uri, seed=seed)
     key = _training_key(loop_config)
@@ -286,7 +233,6 @@ def train_variant(params, variant: str, shards: str | Path, out_dir: str | Path,
     loop_config["mlflow"]["run_id"] = run_id
     print(f"[{variant} seed {seed}] MLflow run {run_id} (experiment {cfg.experiment!r}, {uri}); "
           f"Ray run {ray_name}, {cfg.num_workers} worker(s)", flush=True)
-    target = model_dir(out_dir, variant, seed, several=len(cfg.seeds) > 1)
 
     from ytmt.tracking import client
 
@@ -301,7 +247,7 @@ def train_variant(params, variant: str, shards: str | Path, out_dir: str | Path,
             ckpt = load_checkpoint(Path(d) / CHECKPOINT_FILE)
         if cfg.num_workers == 0:  # in-process: the loop's last temp dir is ours to remove
             shutil.rmtree(result.checkpoint.path, ignore_errors=True)
-        trained = _write_model(ckpt, variant, seed, target, uri, run_id, exp_id,
+        trained = _write_model(ckpt, variant, seed, Path(target), uri, run_id, exp_id,
                                f"{resolve_storage_path(cfg)}/{ray_name}")
     except BaseException as err:
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
@@ -312,28 +258,27 @@ def train_variant(params, variant: str, shards: str | Path, out_dir: str | Path,
 
 
 def _write_model(ckpt: dict[str, Any], variant: str, seed: int, target: Path, uri: str,
-                 run_id: str, exp_id: str, ray_run: str) -> TrainedModel:
+                 run_id: str, exp_id: str, ray_run: str) -> ModelInfo:
     """``target/model.pt`` (weights, no optimiser state), the MLflow model and
     ``target/info.json``."""
     import mlflow
+
+    from ytmt.mlflow_model import log_model
 
     history = ckpt["extra"]["history"]
     model_path = target / MODEL_FILE
     atomic_torch_save({**ckpt, "extra": {"epoch": ckpt["extra"]["epoch"], "history": history}},
                       model_path)
-    from ytmt.serving import log_model
-
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
-        info = log_model(str(model_path), name="model")
-    trained = TrainedModel(variant=variant, seed=seed, model_path=str(model_path.resolve()),
-                           mlflow_run_id=run_id, model_uri=info.model_uri, experiment_id=exp_id,
-                           epochs=int(ckpt["extra"]["epoch"]), metrics=dict(history[-1]),
-                           vgg_weights=ckpt["vgg"]["mode"], ray_run=ray_run,
-                           history=[dict(h) for h in history])
-    atomic_write_bytes(model_path.parent / INFO_FILE,
-                       json.dumps(asdict(trained), indent=2).encode())
-    return trained
+        logged = log_model(str(model_path), name="model")
+    info = ModelInfo(variant=variant, seed=seed, model_path=str(model_path.resolve()),
+                     mlflow_run_id=run_id, model_uri=logged.model_uri, experiment_id=exp_id,
+                     epochs=int(ckpt["extra"]["epoch"]), metrics=dict(history[-1]),
+                     vgg_weights=ckpt["vgg"]["mode"], ray_run=ray_run,
+                     history=[dict(h) for h in history])
+    write_info(target, info)
+    return info
 
 
 def read_overrides(path: str | Path) -> dict[str, Any]:
@@ -351,36 +296,19 @@ def read_overrides(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def training_order(variants: list[str] | tuple[str, ...]) -> list[str]:
-    """``variants`` with each two-stage variant's stage-1 variant placed before it."""
-    order: list[str] = []
-    for v in variants:
-        first = get_variant(v).stage1_variant
-        for name in (first, v):
-            if name not in order:
-                order.append(name)
-    return order
-
-
-def train_variants(params, shards: str | Path, out_dir: str | Path, *,
+def train_variants(params, shards: str | Path, models: str | Path, *,
                    overrides: dict[str, Any] | None = None,
-                   tracking_uri: str | None = None) -> dict[tuple[str, int], TrainedModel]:
-    """Train every ``params.train.variants`` entry with every ``params.train.seeds`` entry
-    (stage-1 variants first; a two-stage model starts from the stage-1 model of its seed).
-    Returns {(variant, seed): TrainedModel} in training order."""
+                   tracking_uri: str | None = None) -> dict[tuple[str, int], ModelInfo]:
+    """Every run of ``train.runs()`` in this process, in training order (a two-stage run
+    from the stage-1 model of its seed), each into ``run_dir(models, variant, seed)``.
+    Returns {(variant, seed): ModelInfo}."""
     resolved = resolve_params(to_dict(params), overrides)
     preflight(resolved, shards, tracking_uri)
-    seeds = resolved.train.seeds
-    order = training_order(resolved.train.variants)
-    print(f"train: {', '.join(order)} × seed{'s' if len(seeds) > 1 else ''} "
-          f"{', '.join(map(str, seeds))}", flush=True)
-    results: dict[tuple[str, int], TrainedModel] = {}
-    for variant in order:
-        first = get_variant(variant).stage1_variant
-        for seed in seeds:
-            stage1 = results[(first, seed)].model_path if first != variant else None
-            results[(variant, seed)] = train_variant(
-                params, variant, shards, out_dir, overrides=overrides,
-                tracking_uri=tracking_uri, stage1_checkpoint=stage1, seed=seed)
-        _remove_stale(Path(out_dir), variant, seeds)
+    results: dict[tuple[str, int], ModelInfo] = {}
+    for run in resolved.train.runs():
+        stage1 = results[(run.stage1, run.seed)].model_path if run.stage1 else None
+        results[(run.variant, run.seed)] = train_variant(
+            params, run.variant, shards, run_dir(models, run.variant, run.seed),
+            seed=run.seed, overrides=overrides, tracking_uri=tracking_uri,
+            stage1_checkpoint=stage1)
     return results
