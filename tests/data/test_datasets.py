@@ -137,7 +137,9 @@ def test_fetch_lays_out_each_upstream_layout_and_reruns_download_nothing(tmp_pat
                       wild_list=500)
         record = fetch_sets(cfg, data)
         first = len(srv.requests)
+        stamps = {p: p.stat().st_mtime_ns for p in data.rglob("*")}
         again = fetch_sets(cfg, data)
+        assert {p: p.stat().st_mtime_ns for p in data.rglob("*")} == stamps  # nothing rewritten
         assert len(srv.requests) == first == 4  # one GET per archive, none on the re-run
     counts = {"real20": 20, "objects": 2, "postcard": 2, "wild": 3, "nature": 3,
               "real_train": 3}
@@ -436,6 +438,9 @@ def test_pipeline_entry_point_fetches_what_params_name(tmp_path):
             "sha256"] == sha(payload)
         proc = run_stage(params, tmp_path)
         assert proc.returncode == 0 and len(srv.requests) == 1
+    params["data"]["download"]["sets"] = ["nature"]  # a Drive set without its file
+    proc = run_stage(params, tmp_path)
+    assert proc.returncode == 1 and "download it by hand" in proc.stderr
     params["data"]["download"]["sets"] = ["real21"]
     proc = run_stage(params, tmp_path)
     assert proc.returncode == 2 and "data.download.sets[0] = 'real21'" in proc.stderr
