@@ -4,6 +4,7 @@ import counts as used). ``ytmt/__init__.py`` exports its names lazily by module 
 which this walk deliberately does not follow: no stage uses them.
 
     python -m tests.dvc_deps            # print each stage's deps list for dvc.yaml
+    python -m tests.dvc_deps --write    # rewrite those lists in dvc.yaml in place
 """
 
 from __future__ import annotations
@@ -70,7 +71,29 @@ def stage_scripts(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, str]:
     return out
 
 
+def rewrite(dvc_yaml: Path = ROOT / "dvc.yaml") -> None:
+    """Replace each stage's ``- ytmt/...py`` deps lines by its :func:`module_closure`, right
+    after the ``- pipelines/<script>.py`` line; everything else is kept as written."""
+    scripts = stage_scripts(dvc_yaml)
+    out: list[str] = []
+    stage = None
+    for line in dvc_yaml.read_text().splitlines():
+        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
+            stage = line.strip()[:-1]
+        item = line.strip()[2:] if line.strip().startswith("- ") else None
+        if item and item.startswith("ytmt/") and item.endswith(".py"):
+            continue
+        out.append(line)
+        if item and stage in scripts and item == scripts[stage]:
+            indent = line[:len(line) - len(line.lstrip())]
+            out += [f"{indent}- {dep}" for dep in module_closure(item)]
+    dvc_yaml.write_text("\n".join(out) + "\n")
+
+
 if __name__ == "__main__":
+    if "--write" in sys.argv:
+        rewrite()
+        sys.exit(0)
     for stage, script in stage_scripts().items():
         print(f"{stage}:\n      - {script}")
         for dep in module_closure(script):

@@ -4,6 +4,8 @@
 
     ytmt variants                                  # the network variants, one per line
     ytmt separate PATH... --model MODEL --out DIR [--tile N --overlap N --device cpu|cuda]
+    ytmt fetch-data SET... --data DIR [--from ARCHIVE | --url URL] [--wild-list 454|500]
+                                      [--real20-copy real20_420|full] [--lock FILE]
 
 ``separate`` takes image files and folders (their images, not recursive); MODEL is a ytmt
 checkpoint file or an MLflow model URI (``models:/ytmt-ytmt-ucs@champion``,
@@ -11,6 +13,10 @@ checkpoint file or an MLflow model URI (``models:/ytmt-ytmt-ucs@champion``,
 writes ``DIR/<stem>_T.png`` (transmission) and ``DIR/<stem>_R.png`` (reflection), 8-bit RGB of
 the input's size (after its EXIF orientation). Unreadable inputs are reported and skipped; the
 exit status is 1 when any input failed, 2 for usage errors.
+
+``fetch-data`` downloads benchmark sets (real20, objects, postcard, wild, nature, real_train;
+sir2 = the three SIR² ones) into DIR in the common layout (docs/data.md); ``--from`` takes an
+archive downloaded by hand (Google Drive sets, offline machines).
 """
 
 from __future__ import annotations
@@ -56,7 +62,52 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("--tracking-uri", default=None,
                      help="MLflow tracking/registry URI for models:/ and runs:/ (default: "
                           "$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+    _add_fetch_data(sub)
     return parser
+
+
+def _add_fetch_data(sub: argparse._SubParsersAction) -> None:
+    from ytmt.data.config import FETCHABLE_SETS, DownloadConfig
+
+    fd = sub.add_parser("fetch-data", help="download benchmark sets into the common layout",
+                        description="Fetch public benchmark sets into DIR/<set>/{blended,"
+                                    "transmission_layer}, checked against a lock file.")
+    fd.add_argument("sets", nargs="+", metavar="SET", choices=FETCHABLE_SETS,
+                    help=f"one of {', '.join(FETCHABLE_SETS)}")
+    fd.add_argument("--data", required=True, type=Path, help="data root (params data.root)")
+    fd.add_argument("--from", dest="archive", type=Path, default=None,
+                    help="the sets' archive, downloaded by hand (needed for Google Drive sets)")
+    fd.add_argument("--url", default=None,
+                    help="download the sets' archive from this URL instead (a mirror)")
+    fd.add_argument("--wild-list", type=int, choices=(454, 500), default=454,
+                    help="SIR² Wild: 454 = the 55 withgt/ scenes (paper), 500 = all 101")
+    fd.add_argument("--real20-copy", choices=("real20_420", "full"), default="real20_420",
+                    help="real20_420: the YTMT authors' release; full: Zhang et al.'s photos")
+    fd.add_argument("--lock", default=DownloadConfig.lock,
+                    help="archive sizes and SHA-256, recorded at first use (git-tracked)")
+    fd.add_argument("--cache", default=DownloadConfig.cache_dir,
+                    help="where downloads land and resume")
+
+
+def cmd_fetch_data(args: argparse.Namespace) -> int:
+    from ytmt.data.archives import ArchiveError
+    from ytmt.data.config import DownloadConfig
+    from ytmt.data.datasets import fetch_sets, one_archive, summary
+    from ytmt.data.download import DownloadError
+
+    given = {k: str(v) for k, v in (("archives", args.archive), ("urls", args.url)) if v}
+    key = one_archive(args.sets, args.real20_copy) if given else ""
+    cfg = DownloadConfig(sets=tuple(args.sets), wild_list=args.wild_list,
+                         real20_copy=args.real20_copy, lock=args.lock, cache_dir=args.cache,
+                         **{k: {key: v} for k, v in given.items()})
+    try:
+        record = fetch_sets(cfg, args.data)
+    except (DownloadError, ArchiveError) as err:  # the data, not the command line
+        print(f"ytmt fetch-data: error: {err}", file=sys.stderr)
+        return 1
+    for line in summary(record):
+        print(line)
+    return 0
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -142,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "variants":
             return cmd_variants()
+        if args.command == "fetch-data":
+            return cmd_fetch_data(args)
         return cmd_separate(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"ytmt {args.command}: error: {err}", file=sys.stderr)

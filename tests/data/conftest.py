@@ -1,8 +1,10 @@
-"""Tiny photo folders and shard sets made by the tests themselves (no downloads)."""
+"""Tiny photo folders, shard sets and a local HTTP server made by the tests themselves."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,57 @@ def write_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
         Image.fromarray(smooth_photo(rng, h, w)).save(p)
         paths.append(p)
     return paths
+
+
+class Server:
+    """Serves ``files`` (URL path → bytes; a single payload is served at ``/VOC.tar``) on
+    127.0.0.1 with HTTP Range support; ``cut`` bytes makes every response stop early (a
+    dropped connection). ``requests`` lists ``(path, start byte)`` of every GET, ``ranges``
+    the start bytes; ``url`` is the first file's URL, ``url_of(path)`` any file's."""
+
+    def __init__(self, payload: bytes | dict[str, bytes], cut: int | None = None):
+        self.files = payload if isinstance(payload, dict) else {"/VOC.tar": payload}
+        self.cut, self.requests = cut, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                start = 0
+                rng = self.headers.get("Range")
+                if rng:
+                    start = int(rng.split("=")[1].split("-")[0])
+                server.requests.append((self.path, start))
+                if self.path not in server.files:
+                    self.send_error(404)
+                    return
+                body = server.files[self.path][start:]
+                self.send_response(206 if rng else 200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:server.cut] if server.cut else body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = self.url_of(next(iter(self.files)))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def ranges(self) -> list[int]:
+        return [start for _, start in self.requests]
+
+    def url_of(self, path: str) -> str:
+        return self.base + path
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 TINY = SynthesizeConfig(size=32, scale_min=32, scale_max=48, train_mixtures=24,

@@ -6,9 +6,7 @@ import hashlib
 import io
 import json
 import tarfile
-import threading
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ from PIL import Image
 from ytmt.data.config import FetchConfig
 from ytmt.data.sources import BadImage, DownloadError, download, fetch_images, load_rgb, read_index
 
-from .conftest import smooth_photo
+from .conftest import Server, smooth_photo
 
 # ------------------------------------------------------------------ bad input
 
@@ -133,43 +131,6 @@ def voc_tar(n: int, extra_members: bool = True) -> bytes:
             add("VOCdevkit/VOC2012/JPEGImages/link.jpg", b"", tarfile.SYMTYPE, "/etc/passwd")
             add("VOCdevkit/VOC2012/JPEGImages/broken.jpg", b"not a jpeg")
     return buf.getvalue()
-
-
-class Server:
-    """Serves ``payload`` at /VOC.tar on 127.0.0.1 with HTTP Range support; ``cut`` bytes
-    makes every response stop early (a dropped connection)."""
-
-    def __init__(self, payload: bytes, cut: int | None = None):
-        self.payload, self.cut, self.ranges = payload, cut, []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                start = 0
-                rng = self.headers.get("Range")
-                if rng:
-                    start = int(rng.split("=")[1].split("-")[0])
-                server.ranges.append(start)
-                body = server.payload[start:]
-                self.send_response(206 if rng else 200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[:server.cut] if server.cut else body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/VOC.tar"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def voc_cfg(tmp_path: Path, payload: bytes, url: str, **kw) -> FetchConfig:

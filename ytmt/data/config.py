@@ -1,4 +1,4 @@
-"""params.yaml sections ``fetch``, ``synthesize`` and ``data``.
+"""params.yaml sections ``fetch``, ``synthesize`` and ``data`` (with ``data.download``).
 
 The defaults run on a 2-core laptop in well under a minute (scikit-image's bundled photos,
 96 px stored mixtures). The paper's setting (PASCAL VOC 2012, short side in [224, 448],
@@ -107,6 +107,46 @@ class SynthesizeConfig:
             raise ConfigError(f"gamma_min = {self.gamma_min} > gamma_max = {self.gamma_max}")
 
 
+#: Sets ``ytmt fetch-data`` / the ``fetch_data`` stage can fetch (``sir2``: the three SIR² ones).
+FETCHABLE_SETS = ("real20", "objects", "postcard", "wild", "nature", "real_train", "sir2")
+#: The public archives they come from (keys of ``datasets.lock.json`` and ``archives``).
+ARCHIVE_KEYS = ("real20_420", "sir2", "nature", "zhang_real")
+
+FetchableSet = Literal["real20", "objects", "postcard", "wild", "nature", "real_train", "sir2"]
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """Public benchmark archives fetched into ``data.root`` (``ytmt.data.datasets``).
+
+    ``sets``: what to fetch; empty (the default) fetches nothing and needs no network.
+    ``wild_list``: 454 keeps SIR²'s 55 Wild scenes of the 2017 release's ``withgt/`` folder
+    (the paper's 454-image protocol), 500 every Wild scene with a ground truth (101).
+    ``real20_copy``: ``real20_420`` (the YTMT authors' release) or ``full`` (the full-size
+    photos of Zhang et al.'s archive). ``archives``: archive key → a file downloaded by hand
+    (``--from``); ``urls``: archive key → another URL (a mirror). ``lock``: sizes and SHA-256
+    recorded at first use, checked at every later one.
+    """
+
+    sets: tuple[FetchableSet, ...] = ()
+    wild_list: Literal[454, 500] = 454
+    real20_copy: Literal["real20_420", "full"] = "real20_420"
+    archives: dict[str, str] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+    lock: str = "datasets.lock.json"
+    cache_dir: str = "~/.cache/ytmt"  # downloads land (and resume) here
+
+    def validate(self) -> None:
+        for key in ("archives", "urls"):
+            unknown = sorted(set(getattr(self, key)) - set(ARCHIVE_KEYS))
+            if unknown:
+                raise ConfigError(f"{key}.{unknown[0]}: unknown archive; choose from "
+                                  f"{', '.join(ARCHIVE_KEYS)}")
+        twice = sorted({s for s in self.sets if self.sets.count(s) > 1})
+        if twice:
+            raise ConfigError(f"sets = {list(self.sets)!r}: {twice[0]} is listed twice")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """External real data under ``root`` (tracked by data.dvc), in the common layout."""
@@ -114,3 +154,4 @@ class DataConfig:
     root: str = "data"
     real_pairs: str = "real_train"
     benchmarks: dict[str, str] = field(default_factory=dict)
+    download: DownloadConfig = field(default_factory=DownloadConfig)

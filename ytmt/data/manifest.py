@@ -8,6 +8,9 @@ pairs) and ``evaluate`` (benchmarks)::
                     "digest": null, "error": null},
      "benchmarks": {"real20": {<same fields>}, ...}}
 
+A set fetched by ``ytmt fetch-data`` also has ``source``: its ``SOURCE.json`` (archive,
+SHA-256, Real20 copy, Wild list; ``ytmt.data.datasets``).
+
 ``present`` is true only for a folder in the common layout with at least one pair; an absent
 folder is ``present: false`` with ``error: null`` (never fatal: a fresh clone has no data/),
 a broken one is ``present: false`` with the reason in ``error``. ``digest`` hashes the
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ytmt.data.config import DataConfig
+from ytmt.data.datasets import read_source
 from ytmt.data.layout import LayoutError, PairFiles, digest, find_pairs
 
 
@@ -30,6 +34,9 @@ def scan_set(path: Path) -> dict[str, Any]:
                              "digest": None, "error": None}
     if not path.exists():
         return entry
+    source = read_source(path)
+    if source is not None:
+        entry["source"] = source
     try:
         pairs = find_pairs(path)
     except (LayoutError, OSError) as err:

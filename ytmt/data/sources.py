@@ -27,16 +27,12 @@ unsupported mode); the stage counts every outcome in its metrics JSON.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import io
 import json
 import os
 import re
 import shutil
 import tarfile
-import urllib.error
-import urllib.request
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -48,8 +44,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ytmt.data.config import FetchConfig
+from ytmt.data.download import DownloadError, download, verify_archive
 from ytmt.data.layout import IMAGE_SUFFIXES
 from ytmt.data.progress import Progress
+
+__all__ = ["BadImage", "DownloadError", "download", "fetch_images", "load_rgb", "read_index",
+           "verify_archive", "voc_members"]
 
 INDEX = "index.json"
 VOC_MEMBER = re.compile(r"^(?:\./)?VOCdevkit/VOC2012/JPEGImages/([A-Za-z0-9_.\-]+)\.jpg$")
@@ -63,10 +63,6 @@ class BadImage(ValueError):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
-
-
-class DownloadError(RuntimeError):
-    """A download or archive that failed its size or checksum check."""
 
 
 # ----------------------------------------------------------------------------- loading
@@ -277,85 +273,6 @@ def folder_files(folder: str | Path) -> tuple[list[Path], int]:
             else:
                 other += 1
     return files, other
-
-
-def md5sum(path: Path, progress_label: str | None = None) -> str:
-    h = hashlib.md5()
-    prog = Progress(progress_label, path.stat().st_size, "B") if progress_label else None
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-            if prog:
-                prog.update(len(chunk))
-    if prog:
-        prog.close()
-    return h.hexdigest()
-
-
-def download(url: str, dest: Path, size: int, md5: str, retries: int = 3,
-             timeout_s: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` resuming ``dest.part`` with HTTP Range; check size, md5.
-
-    A short download is resumed up to ``retries`` times, then raises DownloadError (the
-    ``.part`` stays for the next run to resume). A checksum mismatch deletes the ``.part``
-    and raises. ``dest`` itself only ever holds a verified file."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_file():
-        if dest.stat().st_size == size and md5sum(dest, f"md5 {dest.name}") == md5:
-            return dest
-        dest.unlink()  # a different or damaged file under our name: fetch it again
-    part = dest.with_name(dest.name + ".part")
-    last_err: Exception | None = None
-    for _attempt in range(retries + 1):
-        have = part.stat().st_size if part.exists() else 0
-        if have > size:
-            part.unlink()
-            have = 0
-        if have == size:
-            break
-        req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                if have and resp.status != 206:  # server ignored the Range: start over
-                    have = 0
-                prog = Progress(f"download {dest.name}", size, "B", start=have)
-                with open(part, "ab" if have else "wb") as f:
-                    while chunk := resp.read(1 << 20):
-                        f.write(chunk)
-                        prog.update(len(chunk))
-                prog.close()
-        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as err:
-            if isinstance(err, urllib.error.HTTPError) and err.code == 416:
-                continue
-            if isinstance(err, urllib.error.HTTPError) and err.code < 500:
-                raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
-            last_err = err
-            print(f"download interrupted ({err}); resuming", flush=True)
-    got = part.stat().st_size if part.exists() else 0
-    if got != size:
-        why = f" (last error: {last_err})" if last_err else ""
-        raise DownloadError(f"{url}: download truncated, got {got} of {size} bytes after "
-                            f"{retries + 1} attempt(s){why}; re-run to resume from {part}")
-    digest = md5sum(part, f"md5 {dest.name}")
-    if digest != md5:
-        part.unlink()
-        raise DownloadError(f"{url}: md5 {digest} != expected {md5}; the corrupt download "
-                            "was deleted, re-run to download again")
-    os.replace(part, dest)
-    return dest
-
-
-def verify_archive(path: Path, size: int, md5: str) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"fetch.voc_tar = {str(path)!r}: no such file")
-    got = path.stat().st_size
-    if got != size:
-        raise DownloadError(f"{path}: {got} bytes, expected {size} (truncated or a different "
-                            "file); nothing was extracted")
-    digest = md5sum(path, f"md5 {path.name}")
-    if digest != md5:
-        raise DownloadError(f"{path}: md5 {digest} != expected {md5}; nothing was extracted")
 
 
 def voc_members(tar_path: Path) -> Iterator[tuple[str, bytes]]:
