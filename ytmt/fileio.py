@@ -7,6 +7,7 @@ never a truncated one (only a hidden ``.<name>.*.tmp`` that the next write does 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,3 +35,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
+
+
+def replace_dir(src: str | Path, dst: str | Path) -> None:
+    """Put the finished folder ``src`` in place of ``dst`` (its old content removed): the
+    old folder is renamed away first, so ``dst`` is never half old and half new, and it is
+    restored if the new one cannot be moved in."""
+    src, dst = Path(src), Path(dst)
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    os.replace(dst, old)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        os.replace(old, dst)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -20,6 +20,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,17 @@ from urllib.parse import urlparse
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+
+# Tag names, in one place. MLflow's UI opens an experiment on its GenAI traces page unless
+# the experiment is tagged as classic model development (design.md s5).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+PARENT_TAG = "mlflow.parentRunId"
+TRAIN_KEY_TAG = "ytmt_train_key"      # hash of what determines a training's weights
+RAY_RUN_TAG = "ray_run_name"          # the Ray Train run a training resumes
+VARIANT_TAG, SEED_TAG = "variant", "seed"
+VGG_TAG = "vgg_weights"               # imagenet | random: what the hypercolumn/perceptual used
+DVC_EXP_TAG, DVC_BASELINE_TAG = "dvc.exp_name", "dvc.baseline_rev"
+CONTEXT_TAG = "mlflow.data.context"   # a logged dataset's role: train, validation, test
 
 
 class TrackingUnavailable(RuntimeError):
@@ -107,14 +119,100 @@ def client(tracking_uri: str):
 
 
 def get_or_create_experiment(tracking_uri: str, name: str) -> str:
-    """The id of experiment ``name``, created (with :func:`artifact_location`) if absent."""
+    """The id of experiment ``name``, created (with :func:`artifact_location`) if absent, and
+    tagged as a model-development experiment (:data:`EXPERIMENT_KIND`)."""
     c = client(tracking_uri)
     exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            c.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    return c.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+    if exp is None:
+        exp_id = c.create_experiment(name, artifact_location=artifact_location(tracking_uri),
+                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        return exp_id
+    if exp.lifecycle_stage == "deleted":
+        c.restore_experiment(exp.experiment_id)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+def provenance_tags() -> dict[str, str]:
+    """What ``mlflow.start_run`` records about where a run came from (user, source file and
+    type, git commit and repository), plus, under ``dvc exp run``, the DVC experiment's name
+    and baseline revision. Runs made with ``MlflowClient.create_run`` get none of these by
+    themselves (design.md s5)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = {k: str(v) for k, v in resolve_tags().items()}
+    for env, tag in (("DVC_EXP_NAME", DVC_EXP_TAG), ("DVC_EXP_BASELINE_REV", DVC_BASELINE_TAG)):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags
+
+
+def open_run(tracking_uri: str, experiment: str, match: Mapping[str, str], *,
+             run_name: str, tags: Mapping[str, str] | None = None, resume: bool = True,
+             parent_run_id: str | None = None):
+    """Find or create a run of ``experiment``: the newest run whose tags include ``match``
+    is reopened (status RUNNING) when ``resume`` and it did not finish; otherwise a new run
+    named ``run_name`` with ``match``, ``tags``, :func:`provenance_tags` (and the parent's id
+    for a child run). Returns ``(experiment id, Run, reopened)``; ``Run.data.tags`` holds the
+    tags the run had when found."""
+    exp_id = get_or_create_experiment(tracking_uri, experiment)
+    c = client(tracking_uri)
+    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in match.items())
+    if parent_run_id:
+        where = f"{where} and tags.`{PARENT_TAG}` = '{parent_run_id}'" if where else \
+            f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    runs = c.search_runs([exp_id], filter_string=where,
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    if resume and runs and runs[0].info.status != "FINISHED":
+        c.update_run(runs[0].info.run_id, status="RUNNING")
+        c.log_batch(runs[0].info.run_id, tags=_run_tags(provenance_tags()))
+        return exp_id, runs[0], True
+    all_tags = {**provenance_tags(), **match, **(tags or {})}
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    return exp_id, c.create_run(exp_id, run_name=run_name, tags=all_tags), False
+
+
+def count_runs(tracking_uri: str, experiment_id: str, match: Mapping[str, str]) -> int:
+    """How many runs of the experiment carry the tags ``match``."""
+    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in match.items())
+    return len(client(tracking_uri).search_runs([experiment_id], filter_string=where))
+
+
+def _run_tags(tags: Mapping[str, Any]) -> list:
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, str(v)) for k, v in tags.items()]
+
+
+def dataset_input(name: str, uri: str | Path, digest: str, context: str):
+    """A ``DatasetInput`` for ``MlflowClient.log_inputs``: the data at ``uri`` (a folder or
+    URL), identified by ``digest`` (a content hash), used as ``context`` (train, validation,
+    test, ...). MLflow keeps the first 36 characters of the digest."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    source = str(uri) if "://" in str(uri) else Path(uri).resolve().as_uri()
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": the same class
+        warnings.simplefilter("ignore", UserWarning)
+        resolved = resolve_dataset_source(source)
+    dataset = MetaDataset(resolved, name=name, digest=digest[:36])
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(CONTEXT_TAG, context)])
+
+
+def log_inputs_once(tracking_uri: str, run_id: str, inputs: list) -> None:
+    """Log the dataset inputs the run does not have yet (same name, digest and context)."""
+    c = client(tracking_uri)
+    have = {(d.dataset.name, d.dataset.digest,
+             next((t.value for t in d.tags if t.key == CONTEXT_TAG), None))
+            for d in c.get_run(run_id).inputs.dataset_inputs}
+    todo = [i for i in inputs if (i.dataset.name, i.dataset.digest,
+                                  next(t.value for t in i.tags if t.key == CONTEXT_TAG))
+            not in have]
+    if todo:
+        c.log_inputs(run_id, datasets=todo)
 
 
 def _stringify(value: Any) -> str:
@@ -145,7 +243,7 @@ class RunLogger:
             self.client.log_batch(self.run_id, params=todo[i:i + 100])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[self._RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=_run_tags(tags))
 
     def logged_steps(self, marker: str = "epoch") -> set[int]:
         """Steps at which ``marker`` was logged (the epochs already in the run)."""
@@ -173,3 +271,13 @@ class RunLogger:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_image(self, png: bytes, key: str, step: int) -> None:
+        """An image (PNG bytes) at ``step`` under ``key``: the run's image grid and the UI's
+        step slider show every step of ``key``."""
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(png)) as im:
+            self.client.log_image(self.run_id, im.convert("RGB"), key=key, step=step)

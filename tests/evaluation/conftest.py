@@ -111,7 +111,7 @@ def trained(tmp_path_factory, random_vgg):
             logged = log_model(path, name="model")
         write_info(folder, ModelInfo(variant=variant, seed=seed, model_path=str(path),
                                      mlflow_run_id=run.info.run_id, model_uri=logged.model_uri,
-                                     metrics={"val_psnr_t": val, "epoch": 1},
+                                     epochs=1, metrics={"val_psnr_t": val, "epoch": 1},
                                      vgg_weights="random"))
     yield {"root": root, "uri": uri, "models": root / "models", "experiment": exp}
     mlflow.set_tracking_uri(previous)

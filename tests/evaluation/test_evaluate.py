@@ -119,6 +119,11 @@ def test_seeds_give_mean_and_std(evaluated):
 
 @pytest.mark.slow
 def test_results_are_logged_to_each_training_run(evaluated, trained):
+    """Into each model's training run: the sets as test datasets, the means against the
+    logged model and the set, best/worst grids as images at step = the training epochs, the
+    per-model CSV and the report."""
+    from ytmt.evaluation.mlflow_log import model_id
+
     client = mlflow.MlflowClient(trained["uri"])
     for m in evaluated["summary"]["models"]:
         info = json.loads((trained["models"] / m["variant"] / f"seed{m['seed']}"
@@ -128,10 +133,28 @@ def test_results_are_logged_to_each_training_run(evaluated, trained):
         assert run.data.metrics["test_real20_psnr_t"] == pytest.approx(
             m["sets"]["real20"]["psnr_t"])
         assert "test_objects_ssim_r_strict" in run.data.metrics
+        inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+        assert set(inputs) == {"synthetic", "real20", "objects"}
+        manifest = json.loads(evaluated["manifest"].read_text())
+        assert inputs["real20"].dataset.digest == manifest["benchmarks"]["real20"]["digest"][:36]
+        assert [t.value for t in inputs["real20"].tags] == ["test"]
+        logged = client.get_logged_model(model_id(info["model_uri"]))
+        on_model = {(x.key, x.dataset_name) for x in logged.metrics}
+        assert ("test_real20_psnr_t", "real20") in on_model  # the model page shows them
         names = {a.path for a in client.list_artifacts(m["run_id"], "evaluation")}
-        assert {"evaluation/report.md", "evaluation/real20_best.png",
-                "evaluation/synthetic_worst.png"} <= names
+        assert {"evaluation/report.md", f"evaluation/{m['variant']}_seed{m['seed']}.csv"} \
+            <= names
+        images = [a.path for a in client.list_artifacts(m["run_id"], "images")]
+        assert any(p.startswith("images/test_real20_best+step+1+") for p in images), images
+        assert any(p.startswith("images/test_synthetic_worst+step+1+") for p in images)
     assert not [p for p in evaluated["root"].iterdir() if "partial" in p.name]
+
+
+def test_cases_rank_by_paper_psnr_or_the_configured_protocol():
+    from ytmt.evaluation.evaluate import ranking_metric
+
+    assert ranking_metric(("paper", "strict")) == "psnr_t"
+    assert ranking_metric(("strict",)) == "psnr_t_strict"
 
 
 def test_config_errors():

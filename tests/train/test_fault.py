@@ -66,7 +66,7 @@ def test_killed_worker_is_restored_from_checkpoint(tmp_path, shards, ray_local):
     params = parse_params(tiny_params(tmp_path, train__num_workers=2, train__epochs=3,
                                       train__max_steps_per_epoch=2, train__max_failures=1))
     marker = tmp_path / "killed"
-    trained = train_variant(params, "ytmt-ucs", shards, tmp_path / "models",
+    trained = train_variant(params, "ytmt-ucs", shards, tmp_path / "models", seed=0,
                             train_loop=KillOnce(marker, rank=1, epoch=2))
     assert marker.exists(), "the fault was not injected"
     extra = load_checkpoint(trained.model_path)["extra"]
@@ -90,7 +90,7 @@ def test_interrupted_training_resumes_when_run_again(tmp_path, shards, ray_local
                                       train__max_steps_per_epoch=2, train__max_failures=0))
     marker = tmp_path / "killed"
     with pytest.raises(ray.train.TrainingFailedError):
-        train_variant(params, "ytmt-ucs", shards, tmp_path / "models",
+        train_variant(params, "ytmt-ucs", shards, tmp_path / "models", seed=0,
                       train_loop=KillOnce(marker, rank=0, epoch=2))
     assert marker.exists()
     client = MlflowClient(params.train.tracking_uri)
@@ -98,7 +98,7 @@ def test_interrupted_training_resumes_when_run_again(tmp_path, shards, ray_local
         params.train.experiment).experiment_id])
     assert failed.info.status == "FAILED"
 
-    trained = train_variant(params, "ytmt-ucs", shards, tmp_path / "models")
+    trained = train_variant(params, "ytmt-ucs", shards, tmp_path / "models", seed=0)
     assert trained.mlflow_run_id == failed.info.run_id
     ckpt = load_checkpoint(Path(trained.ray_run) / _latest_checkpoint(trained.ray_run)
                            / "checkpoint.pt")

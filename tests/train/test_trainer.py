@@ -36,7 +36,7 @@ def test_unreachable_mlflow_fails_within_seconds_before_workers(tmp_path, shards
     params = parse_params(tiny_params(tmp_path, train__num_workers=2))
     t0 = time.perf_counter()
     with pytest.raises(TrackingUnavailable, match="not reachable"):
-        train_variant(params, "ytmt-ucs", shards, tmp_path / "models",
+        train_variant(params, "ytmt-ucs", shards, tmp_path / "models", seed=0,
                       tracking_uri=f"http://127.0.0.1:{_closed_port()}")
     assert time.perf_counter() - t0 < 10
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "models").exists()
@@ -50,7 +50,7 @@ def test_missing_shards_fail_within_seconds_before_workers(tmp_path, make):
     params = parse_params(tiny_params(tmp_path, train__num_workers=2))
     t0 = time.perf_counter()
     with pytest.raises(ShardsMissing, match=str(shard_dir)):
-        train_variant(params, "ytmt-ucs", shard_dir, tmp_path / "models")
+        train_variant(params, "ytmt-ucs", shard_dir, tmp_path / "models", seed=0)
     assert time.perf_counter() - t0 < 10
     assert not (tmp_path / "ray_results").exists()
 
@@ -77,52 +77,65 @@ def _png_b64(height: int, width: int) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def test_stage_trains_two_stage_variant_and_logs_everything(tmp_path, shards):
-    """`python pipelines/train.py` with variants [ytmt-uct]: ytmt-ucs is trained first and
-    feeds uct's frozen stage 1; both land in MLflow and in outputs; the logged model loads
-    back with mlflow.pyfunc and separates images of two sizes."""
+def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
+    """`python pipelines/train.py --variant ytmt-ucs --seed 0` (the DVC stage train@ytmt-ucs-0)
+    with the tune stage's weights: the model folder, the run's metrics row and plots, and an
+    MLflow run with the resolved config, provenance, its datasets, per-epoch metrics and
+    sample images at step = epoch; the logged model loads back with mlflow.pyfunc and
+    separates images of two sizes. (Two-stage runs and seeds: tests/train/test_seeds.py.)"""
     import mlflow
     from mlflow import MlflowClient
 
-    params = tiny_params(tmp_path, train__variants=["ytmt-uct"], train__epochs=2,
-                         train__max_steps_per_epoch=1, train__sample_every=1)
+    from ytmt.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    params = tiny_params(tmp_path, train__epochs=2, train__max_steps_per_epoch=1,
+                         train__sample_every=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "best.yaml").write_text("loss.perceptual: 0.05\n")
-    out, metrics, plots = tmp_path / "models", tmp_path / "train.json", tmp_path / "plots"
+    out, metrics, plots = tmp_path / "model", tmp_path / "val.json", tmp_path / "plots"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(DVC_EXP_NAME="quiet-tuna", DVC_EXP_BASELINE_REV="0123abcd")  # as dvc exp run
     proc = subprocess.run(
         [sys.executable, str(REPO / "pipelines" / "train.py"), "--params",
-         str(tmp_path / "params.yaml"), "--shards", str(shards), "--best",
-         str(tmp_path / "best.yaml"), "--out", str(out), "--metrics", str(metrics),
-         "--plots", str(plots)], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=600)
+         str(tmp_path / "params.yaml"), "--variant", "ytmt-ucs", "--seed", "0", "--shards",
+         str(shards), "--best", str(tmp_path / "best.yaml"), "--out", str(out), "--metrics",
+         str(metrics), "--plots", str(plots)], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "epoch 2/2 step 1/1 loss" in proc.stdout  # console progress
-    summary = json.loads(metrics.read_text())
-    assert set(summary) == {"ytmt-ucs", "ytmt-uct"}
-    for variant in summary:
-        assert summary[variant]["epoch"] == 2
-        assert (plots / f"{variant}.png").stat().st_size > 0
-        rows = (plots / f"{variant}.csv").read_text().splitlines()
-        assert rows[0].startswith("epoch,") and len(rows) == 3
-    info = json.loads((out / "ytmt-uct" / "info.json").read_text())
+    assert set(json.loads(metrics.read_text())) == {"psnr_t", "ssim_t", "psnr_in", "img_s"}
+    assert (plots / "curves" / "ytmt-ucs-seed0.png").stat().st_size > 0
+    rows = (plots / "val_psnr" / "ytmt-ucs-seed0.csv").read_text().splitlines()
+    assert rows[0] == "epoch,val_psnr_t,val_psnr_t_input" and len(rows) == 3
+    info = json.loads((out / "info.json").read_text())
     assert Path(info["model_path"]).is_file() and info["vgg_weights"] == "random"
 
     uri = params["train"]["tracking_uri"]
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(params["train"]["experiment"])
-    runs = {r.data.tags["variant"]: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"ytmt-ucs", "ytmt-uct"}
-    run = runs["ytmt-uct"]
+    assert exp.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND  # the UI opens on runs
+    (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_id == info["mlflow_run_id"]
     assert run.data.params["loss.perceptual"] == "0.05"  # the tune stage's override
     assert run.data.params["vgg_weights_used"] == "random"
-    assert run.data.params["stage1_checkpoint"].endswith("ytmt-ucs/model.pt")
     assert run.data.tags["vgg_weights"] == "random"
+    tags = run.data.tags  # provenance, as mlflow.start_run records it
+    assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.name"].endswith("pipelines/train.py")
+    assert tags["dvc.exp_name"] == "quiet-tuna" and tags["dvc.baseline_rev"] == "0123abcd"
+    if (REPO / ".git").exists():
+        assert len(tags["mlflow.source.git.commit"]) == 40
+    contexts = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
+                for d in run.inputs.dataset_inputs}
+    assert contexts == {("shards/train", "train"), ("shards/val", "validation")}
+    digest = json.loads((shards / "manifest.json").read_text())["fingerprint"][:36]
+    assert {d.dataset.digest for d in run.inputs.dataset_inputs} == {digest}
     for key in ("val_psnr_t", "val_ssim_r_strict", "loss_exclusion", "lr", "images_per_s"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
-    assert artifacts == {"samples/epoch_0001.png", "samples/epoch_0002.png"}
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    steps = sorted(int(p.split("+step+")[1].split("+")[0]) for p in images
+                   if p.startswith("images/validation_samples+") and p.endswith(".png"))
+    assert steps == [1, 2], images
     assert [a.path for a in client.list_artifacts(run.info.run_id, "curves")] == \
         ["curves/loss_curves.png"]
 

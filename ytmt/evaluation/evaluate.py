@@ -1,14 +1,13 @@
 """Score every trained model on the synthetic test split and on the benchmarks present.
 
-Inputs: the training stage's ``outputs/models`` (any ``model.pt`` below it, with the JSON
-file training writes beside it: ``variant``, ``mlflow_run_id``, ``model_uri``, ``metrics``
-...; several seeds of a variant live in ``<variant>/seed<k>/``), the shards' ``test`` split and
-the data manifest's ``benchmarks``.
+Inputs: the trained runs' folders ``outputs/models/<variant>/seed<k>/`` (ytmt.model_store),
+the shards' ``test`` split and the data manifest's ``benchmarks``.
 
 Outputs (``out``): ``per_image.csv`` (one row per model × set × image), ``summary.json`` (per
 model and per variant, mean ± std over seeds), ``report.md`` (beside the paper's tables),
-``visual/`` (best/worst grids); ``metrics`` (a JSON for ``dvc metrics``). Each model's numbers,
-CSV rows and grids are logged to its training run in MLflow (``test_<set>_<metric>``).
+``visual/`` (best/worst grids); ``metrics`` (one ``dvc metrics`` row per run and set,
+:mod:`ytmt.evaluation.outputs`). Each model's numbers, CSV rows and grids go to its training
+run in MLflow (:mod:`ytmt.evaluation.mlflow_log`).
 
 Metric names: ``psnr_t``, ``ssim_t``, ``psnr_r``, ``ssim_r`` for the paper protocol, the same
 with ``_strict`` for the strict one, and ``psnr_t_input`` (the input taken as T̂: the score to
@@ -17,12 +16,8 @@ beat). PSNR of identical images is capped at :data:`PSNR_CAP` so means stay fini
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import math
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ytmt.fileio import atomic_write_text
 from ytmt.evaluation.config import EvaluateConfig
+from ytmt.evaluation.outputs import aggregate, case_grid_png, rows_to_csv, write_dvc_metrics
+from ytmt.fileio import atomic_write_text, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +51,14 @@ class ModelEntry:
     model_uri: str | None
     val_metrics: dict[str, float]
     vgg_weights: str | None
+    epochs: int = 0
 
     @property
     def key(self) -> str:
         return f"{self.variant}/seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "key": self.key}
 
 
 def _entry(folder: Path) -> ModelEntry:
@@ -70,7 +70,8 @@ def _entry(folder: Path) -> ModelEntry:
         raise FileNotFoundError(f"{path}: missing beside {folder / 'info.json'}")
     return ModelEntry(variant=info.variant, seed=int(info.seed), path=str(path.resolve()),
                       run_id=info.mlflow_run_id, model_uri=info.model_uri,
-                      val_metrics=info.val_metrics, vgg_weights=info.vgg_weights)
+                      val_metrics=info.val_metrics, vgg_weights=info.vgg_weights,
+                      epochs=int(info.epochs))
 
 
 def discover_models(models_dir: str | Path, runs=None) -> list[ModelEntry]:
@@ -108,6 +109,7 @@ class EvalSet:
     present: bool
     count: int = 0
     error: str | None = None
+    digest: str = ""  # content hash: the scan manifest's, or the shards' fingerprint
 
 
 def plan_sets(cfg: EvaluateConfig, shards: str | Path | None,
@@ -125,7 +127,8 @@ def plan_sets(cfg: EvaluateConfig, shards: str | Path | None,
             if name == SYNTHETIC:
                 raise ValueError(f"{manifest}: a benchmark may not be called {SYNTHETIC!r}")
             sets.append(EvalSet(name, "benchmark", str(e.get("path", "")),
-                                bool(e.get("present")), int(e.get("count") or 0), e.get("error")))
+                                bool(e.get("present")), int(e.get("count") or 0), e.get("error"),
+                                str(e.get("digest") or "")))
     return sets
 
 
@@ -142,7 +145,8 @@ def _synthetic_set(shards: str | Path | None) -> EvalSet:
     if count == 0:
         return EvalSet(SYNTHETIC, "synthetic", str(shards), False,
                        error="the shards' test split is empty (synthesize.test_mixtures: 0?)")
-    return EvalSet(SYNTHETIC, "synthetic", str(shards), True, count)
+    digest = str(manifest.get("fingerprint") or "")
+    return EvalSet(SYNTHETIC, "synthetic", str(shards), True, count, digest=digest)
 
 
 @dataclass
@@ -215,9 +219,15 @@ class Case:
     images: tuple[np.ndarray, ...]  # uint8 input, T̂, R̂, T
 
 
+def ranking_metric(protocols: tuple[str, ...]) -> str:
+    """What best/worst cases are ranked by: PSNR of T under the paper protocol, or under
+    the strict one when the paper protocol is not configured."""
+    return metric_name("psnr", "t", "paper" if "paper" in protocols else protocols[0])
+
+
 @dataclass
 class Cases:
-    """The ``k`` best and ``k`` worst images of a set by paper PSNR of T."""
+    """The ``k`` best and ``k`` worst images of a set by :func:`ranking_metric`."""
 
     k: int
     best: list[Case] = field(default_factory=list)
@@ -246,149 +256,18 @@ def evaluate_model_on_set(model, eval_set: EvalSet, cfg: EvaluateConfig,
         scores = score_sample(t_hat, r_hat, sample, cfg.protocols)
         rows.append({"image": sample.name, "reflection_source": sample.reflection_source,
                      **scores})
-        cases.offer(scores.get("psnr_t", scores[next(iter(scores))]), sample.name,
+        cases.offer(scores[ranking_metric(cfg.protocols)], sample.name,
                     (sample.mixture, t_hat, r_hat, sample.transmission))
         if progress is not None:
             progress()
     return rows, cases
 
 
-def mean_std(values: list[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (0 for one value) of finite values."""
-    arr = np.asarray(values, dtype=np.float64)
-    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-    return {"mean": float(arr.mean()), "std": std, "n": int(len(arr))}
-
-
-def aggregate(per_model: dict[str, dict[str, dict[str, float]]],
-              entries: list[ModelEntry]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """{variant: {set: {metric: {mean, std, n}}}} over the seeds of each variant, from
-    ``per_model`` = {model key: {set: {metric: mean over images}}}."""
-    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    for variant in sorted({e.variant for e in entries}):
-        keys = [e.key for e in entries if e.variant == variant]
-        sets = sorted({s for k in keys for s in per_model.get(k, {})})
-        out[variant] = {}
-        for s in sets:
-            metrics = sorted({m for k in keys for m in per_model.get(k, {}).get(s, {})})
-            out[variant][s] = {m: mean_std([per_model[k][s][m] for k in keys
-                                            if s in per_model.get(k, {})]) for m in metrics}
-    return out
-
-
 # --------------------------------------------------------------------------- outputs
 
 
 
-def rows_to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buf.getvalue()
-
-
-def case_grid_png(cases: list[Case], title: str) -> bytes:
-    """Rows of input | T̂ | R̂ | T with each row's name and PSNR of T."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = ("input I", "estimated T", "estimated R", "true T")
-    fig, axes = plt.subplots(len(cases), 4, figsize=(10, 2.6 * len(cases)), squeeze=False)
-    for r, case in enumerate(cases):
-        for c, (img, label) in enumerate(zip(case.images, cols)):
-            ax = axes[r][c]
-            ax.imshow(img)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(label, fontsize=9)
-        axes[r][0].set_ylabel(f"{case.name}\n{case.score:.2f} dB", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-
-
-
-def write_dvc_metrics(models: list[dict[str, Any]], metrics_dir: str | Path) -> Path:
-    """``metrics_dir/<set>/<variant>-seed<k>.json`` per model and present set: PSNR / SSIM of
-    T̂ (paper protocol), the input's PSNR; the same names as the training runs' validation
-    rows, so ``dvc metrics show`` lists one short row per run and set. The folder is
-    replaced as a whole (no rows left from runs or sets no longer evaluated)."""
-    from ytmt.model_store import run_label
-
-    final = Path(metrics_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
-    try:
-        for model in models:
-            for set_name, m in model["sets"].items():
-                row = {"psnr_t": round(m["psnr_t"], 3), "ssim_t": round(m["ssim_t"], 4),
-                       "psnr_in": round(m["psnr_t_input"], 3)} if "psnr_t" in m else {
-                    "psnr_t_strict": round(m["psnr_t_strict"], 3),
-                    "ssim_t_strict": round(m["ssim_t_strict"], 4),
-                    "psnr_in": round(m["psnr_t_input"], 3)}
-                path = tmp / set_name / f"{run_label(model['variant'], model['seed'])}.json"
-                atomic_write_text(path, json.dumps(row, indent=2) + "\n")
-        _replace_dir(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def entry_dict(entry: ModelEntry) -> dict[str, Any]:
-    return {**asdict(entry), "key": entry.key}
-
-
 # --------------------------------------------------------------------------- the stage
-
-def _mlflow_run_for(entry: ModelEntry, tracking_uri: str, experiment: str) -> str:
-    """The entry's training run when it exists in this store, else a new evaluation run."""
-    from ytmt import tracking
-
-    c = tracking.client(tracking_uri)
-    if entry.run_id:
-        try:
-            c.get_run(entry.run_id)
-            return entry.run_id
-        except Exception as err:  # noqa: BLE001 - MlflowException: run unknown in this store
-            log.warning("%s: MLflow run %s not found in %s (%s); logging to a new run",
-                        entry.key, entry.run_id, tracking_uri, err)
-    exp_id = tracking.get_or_create_experiment(tracking_uri, experiment)
-    run = c.create_run(exp_id, run_name=f"eval-{entry.variant}-seed{entry.seed}",
-                       tags={"variant": entry.variant, "seed": str(entry.seed),
-                             "ytmt.checkpoint": entry.path})
-    c.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
-
-
-def _log_to_mlflow(tracking_uri: str, run_id: str, metrics: dict[str, float],
-                   files: dict[str, Path]) -> None:
-    """``metrics`` (step 0) and ``files`` ({artifact sub-folder/name: local path})."""
-    import time
-
-    from mlflow.entities import Metric
-
-    from ytmt import tracking
-
-    c = tracking.client(tracking_uri)
-    now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items())
-             if math.isfinite(v)]
-    for i in range(0, len(batch), 500):
-        c.log_batch(run_id, metrics=batch[i:i + 500])
-    for rel, path in files.items():
-        c.log_artifact(run_id, str(path), str(Path(rel).parent))
-
 
 def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Path | None,
                    manifest: str | Path | None, out: str | Path,
@@ -415,7 +294,7 @@ def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Pa
     out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
     try:
         summary = _evaluate_into(cfg, entries, sets, out, tracking_uri, log_mlflow)
-        _replace_dir(out, final)
+        replace_dir(out, final)
     finally:
         if out.exists():
             shutil.rmtree(out, ignore_errors=True)
@@ -424,56 +303,53 @@ def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Pa
     return summary
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Put the finished folder ``src`` in place of ``dst`` (old content removed)."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
+@dataclass
+class Scored:
+    """One model's evaluation: per-image rows, per-set means, the best/worst grids (PNG,
+    also written under ``visual/``) and the per-model CSV."""
+
+    rows: list[dict[str, Any]]
+    means: dict[str, dict[str, float]]
+    grids: dict[tuple[str, str], bytes]
+    csv: Path
 
 
 def _score_entry(entry: ModelEntry, present: list[EvalSet], cfg: EvaluateConfig, out: Path,
-                 columns: list[str], bar) -> tuple[list[dict[str, Any]],
-                                                   dict[str, dict[str, float]], dict[str, Path]]:
-    """One model on every present set: its rows, per-set means and the files to log
-    (per-model CSV, best/worst grids), written under ``out``."""
+                 columns: list[str], bar) -> Scored:
+    """One model on every present set; its files are written under ``out``."""
     from ytmt.checkpoint import model_from_checkpoint
 
     model = model_from_checkpoint(entry.path).to(cfg.device)
-    rows_of_model: list[dict[str, Any]] = []
-    means: dict[str, dict[str, float]] = {}
-    files: dict[str, Path] = {}
+    scored = Scored([], {}, {}, out / "per_model" / f"{entry.variant}_seed{entry.seed}.csv")
+    rank = ranking_metric(cfg.protocols)
     for s in present:
         bar.set_postfix_str(f"{entry.key} {s.name}")
         rows, cases = evaluate_model_on_set(model, s, cfg, progress=lambda: bar.update(1))
         if not rows:
             continue
-        rows_of_model += [{"variant": entry.variant, "seed": entry.seed, "set": s.name, **r}
-                          for r in rows]
+        scored.rows += [{"variant": entry.variant, "seed": entry.seed, "set": s.name, **r}
+                        for r in rows]
         names = [k for k in rows[0] if k not in ("image", "reflection_source")]
-        means[s.name] = {k: float(np.mean([r[k] for r in rows])) for k in names}
+        scored.means[s.name] = {k: float(np.mean([r[k] for r in rows])) for k in names}
         for which in ("best", "worst"):
             chosen = getattr(cases, which)
             if chosen:
+                png = case_grid_png(chosen, f"{entry.key} on {s.name}: {which} {len(chosen)} "
+                                            f"by {rank}")
                 path = out / "visual" / entry.variant / f"seed{entry.seed}" / \
                     f"{s.name}_{which}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(case_grid_png(
-                    chosen, f"{entry.key} on {s.name}: {which} {len(chosen)} by PSNR of T"))
-                files[f"evaluation/{path.name}"] = path
-    model_csv = out / "per_model" / f"{entry.variant}_seed{entry.seed}.csv"
-    atomic_write_text(model_csv, rows_to_csv(rows_of_model, columns))
-    files[f"evaluation/{model_csv.name}"] = model_csv
-    return rows_of_model, means, files
+                path.write_bytes(png)
+                scored.grids[(s.name, which)] = png
+    atomic_write_text(scored.csv, rows_to_csv(scored.rows, columns))
+    return scored
 
 
 def _evaluate_into(cfg: EvaluateConfig, entries: list[ModelEntry], sets: list[EvalSet],
                    out: Path, tracking_uri: str, log_mlflow: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
+    from ytmt.evaluation import mlflow_log
     from ytmt.evaluation.report import render_report
 
     present = [s for s in sets if s.present]
@@ -488,23 +364,22 @@ def _evaluate_into(cfg: EvaluateConfig, entries: list[ModelEntry], sets: list[Ev
     total = len(entries) * sum(min(s.count, cfg.max_images or s.count) for s in present)
     with tqdm(total=total, unit="img", desc="evaluate") as bar:
         for entry in entries:
-            rows, per_model[entry.key], files = _score_entry(entry, present, cfg, out,
-                                                             columns, bar)
-            all_rows += rows
+            scored = _score_entry(entry, present, cfg, out, columns, bar)
+            all_rows += scored.rows
+            per_model[entry.key] = scored.means
             run_id = entry.run_id
             if log_mlflow:
-                run_id = _mlflow_run_for(entry, tracking_uri, cfg.experiment)
-                flat = {f"test_{s}_{m}": v for s, ms in per_model[entry.key].items()
-                        for m, v in ms.items()}
-                _log_to_mlflow(tracking_uri, run_id, flat, files)
-            models_out.append({**entry_dict(entry), "run_id": run_id,
-                               "sets": per_model[entry.key]})
-    scored = {s.name: sum(1 for r in all_rows if r["set"] == s.name) // len(entries)
-              for s in sets}
+                run_id = mlflow_log.run_for(entry, tracking_uri, cfg.experiment)
+                mlflow_log.log_model_results(
+                    tracking_uri, run_id, entry, {s.name: s for s in present}, scored.means,
+                    scored.grids, {f"evaluation/{scored.csv.name}": scored.csv})
+            models_out.append({**entry.to_dict(), "run_id": run_id, "sets": scored.means})
+    scored_counts = {s.name: sum(1 for r in all_rows if r["set"] == s.name) // len(entries)
+                     for s in sets}
     summary = {
         "protocols": list(cfg.protocols),
         "tracking_uri": tracking_uri if log_mlflow else None,
-        "sets": [{**asdict(s), "scored": scored[s.name]} for s in sets],
+        "sets": [{**asdict(s), "scored": scored_counts[s.name]} for s in sets],
         "models": models_out,
         "variants": aggregate(per_model, entries),
     }
@@ -512,7 +387,6 @@ def _evaluate_into(cfg: EvaluateConfig, entries: list[ModelEntry], sets: list[Ev
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out / "report.md", render_report(summary))
     if log_mlflow:
-        for m in models_out:
-            _log_to_mlflow(tracking_uri, m["run_id"], {},
-                           {"evaluation/report.md": out / "report.md"})
+        mlflow_log.log_report(tracking_uri, [m["run_id"] for m in models_out],
+                              out / "report.md")
     return summary

@@ -359,10 +359,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def _log_figures(logger, variant: str, epoch: int, samples: list[list[np.ndarray]],
                  history: list[dict[str, float]]) -> None:
-    """The validation sample grid of this epoch and the loss curves so far, as artifacts."""
+    """The validation sample grid of this epoch as an image at ``step=epoch`` (key
+    ``validation_samples``: the UI's step slider walks through the epochs) and the loss
+    curves so far as an artifact."""
+    logger.log_image(sample_grid_png(samples, f"{variant} epoch {epoch}"),
+                     key="validation_samples", step=epoch)
     with tempfile.TemporaryDirectory(prefix="ytmt-fig-") as d:
-        grid = atomic_write_bytes(Path(d) / f"epoch_{epoch:04d}.png",
-                                  sample_grid_png(samples, f"{variant} epoch {epoch}"))
-        logger.log_artifact(grid, "samples")
         curves = atomic_write_bytes(Path(d) / "loss_curves.png", curves_png(history, variant))
         logger.log_artifact(curves, "curves")

@@ -186,22 +186,33 @@ def _training_key(loop_config: dict[str, Any]) -> str:
 def _open_run(tracking_uri: str, experiment: str, variant: str, seed: int, key: str,
               resume: bool = True) -> tuple[str, str, str]:
     """(experiment id, MLflow run id, Ray run name): the unfinished run of this training if
-    there is one and ``resume`` (Ray restores its checkpoint), else a new run."""
-    from ytmt.tracking import client, get_or_create_experiment
+    there is one and ``resume`` (Ray restores its checkpoint), else a new run (with the
+    provenance tags of :func:`ytmt.tracking.open_run`)."""
+    from ytmt import tracking as t
 
-    exp_id = get_or_create_experiment(tracking_uri, experiment)
-    c = client(tracking_uri)
-    runs = c.search_runs([exp_id], filter_string=f"tags.ytmt_train_key = '{key}'",
-                         order_by=["attributes.start_time DESC"])
-    if resume and runs and runs[0].info.status != "FINISHED":
-        run = runs[0]
-        c.update_run(run.info.run_id, status="RUNNING")
-        return exp_id, run.info.run_id, run.data.tags["ray_run_name"]
-    ray_name = f"{variant}-seed{seed}-{key}" + (f"-{len(runs)}" if runs else "")
-    run = c.create_run(exp_id, run_name=f"{variant}-seed{seed}",
-                       tags={"ytmt_train_key": key, "ray_run_name": ray_name, "variant": variant,
-                             "seed": str(seed)})
-    return exp_id, run.info.run_id, ray_name
+    exp_id = t.get_or_create_experiment(tracking_uri, experiment)
+    earlier = t.count_runs(tracking_uri, exp_id, {t.TRAIN_KEY_TAG: key})
+    # a finished earlier run keeps its Ray storage: a new run gets a new Ray name
+    ray_name = f"{variant}-seed{seed}-{key}" + (f"-{earlier}" if earlier else "")
+    _, run, reopened = t.open_run(
+        tracking_uri, experiment, {t.TRAIN_KEY_TAG: key}, run_name=f"{variant}-seed{seed}",
+        tags={t.RAY_RUN_TAG: ray_name, t.VARIANT_TAG: variant, t.SEED_TAG: str(seed)},
+        resume=resume)
+    return exp_id, run.info.run_id, run.data.tags[t.RAY_RUN_TAG] if reopened else ray_name
+
+
+def _log_shards(tracking_uri: str, run_id: str, shards: str | Path) -> None:
+    """The shard set as the run's train and validation datasets (digest: its manifest's
+    fingerprint), so the run page shows which data it learned from."""
+    from ytmt.data.shards import read_manifest
+    from ytmt.tracking import dataset_input, log_inputs_once
+
+    manifest = read_manifest(shards)
+    digest = manifest.get("fingerprint") or hashlib.sha1(
+        json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    log_inputs_once(tracking_uri, run_id, [
+        dataset_input(f"shards/{split}", Path(shards) / split, digest, context)
+        for split, context in (("train", "train"), ("val", "validation"))])
 
 
 # --------------------------------------------------------------------------- end to end
@@ -231,6 +242,7 @@ def train_variant(params, variant: str, shards: str | Path, target: str | Path, 
     exp_id, run_id, ray_name = _open_run(uri, cfg.experiment, variant, seed, key,
                                          resume=cfg.num_workers > 0)
     loop_config["mlflow"]["run_id"] = run_id
+    _log_shards(uri, run_id, shards)
     print(f"[{variant} seed {seed}] MLflow run {run_id} (experiment {cfg.experiment!r}, {uri}); "
           f"Ray run {ray_name}, {cfg.num_workers} worker(s)", flush=True)
 

@@ -1,0 +1,104 @@
+"""What the evaluate stage writes besides its summary: per-image CSVs, best/worst grids,
+mean ± std over seeds, and one ``dvc metrics`` row per run and set."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ytmt.fileio import atomic_write_text, replace_dir
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for one value) of finite values."""
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "n": int(len(arr))}
+
+
+def aggregate(per_model: dict[str, dict[str, dict[str, float]]],
+              entries: list) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """{variant: {set: {metric: {mean, std, n}}}} over the seeds of each variant, from
+    ``per_model`` = {model key: {set: {metric: mean over images}}}."""
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for variant in sorted({e.variant for e in entries}):
+        keys = [e.key for e in entries if e.variant == variant]
+        sets = sorted({s for k in keys for s in per_model.get(k, {})})
+        out[variant] = {}
+        for s in sets:
+            metrics = sorted({m for k in keys for m in per_model.get(k, {}).get(s, {})})
+            out[variant][s] = {m: mean_std([per_model[k][s][m] for k in keys
+                                            if s in per_model.get(k, {})]) for m in metrics}
+    return out
+
+
+def rows_to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def case_grid_png(cases: list, title: str) -> bytes:
+    """Rows of input | T̂ | R̂ | T with each row's name and PSNR of T."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ("input I", "estimated T", "estimated R", "true T")
+    fig, axes = plt.subplots(len(cases), 4, figsize=(10, 2.6 * len(cases)), squeeze=False)
+    for r, case in enumerate(cases):
+        for c, (img, label) in enumerate(zip(case.images, cols)):
+            ax = axes[r][c]
+            ax.imshow(img)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(label, fontsize=9)
+        axes[r][0].set_ylabel(f"{case.name}\n{case.score:.2f} dB", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+
+
+
+def write_dvc_metrics(models: list[dict[str, Any]], metrics_dir: str | Path) -> Path:
+    """``metrics_dir/<set>/<variant>-seed<k>.json`` per model and present set: PSNR / SSIM of
+    T̂ (paper protocol), the input's PSNR; the same names as the training runs' validation
+    rows, so ``dvc metrics show`` lists one short row per run and set. The folder is
+    replaced as a whole (no rows left from runs or sets no longer evaluated)."""
+    from ytmt.model_store import run_label
+
+    final = Path(metrics_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+    try:
+        for model in models:
+            for set_name, m in model["sets"].items():
+                row = {"psnr_t": round(m["psnr_t"], 3), "ssim_t": round(m["ssim_t"], 4),
+                       "psnr_in": round(m["psnr_t_input"], 3)} if "psnr_t" in m else {
+                    "psnr_t_strict": round(m["psnr_t_strict"], 3),
+                    "ssim_t_strict": round(m["ssim_t_strict"], 4),
+                    "psnr_in": round(m["psnr_t_input"], 3)}
+                path = tmp / set_name / f"{run_label(model['variant'], model['seed'])}.json"
+                atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+        replace_dir(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
