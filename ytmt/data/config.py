@@ -91,7 +91,7 @@ class SynthesizeConfig:
     compression_level: int = bounded(3, ge=1, le=22)  # zstd level
     workers: int = bounded(0, ge=0)  # processes; 0: every core of this machine
     backend: Literal["local", "ray"] = "local"
-    ray_address: str | None = None  # null: start a local Ray; "auto": join a running cluster
+    ray_address: str | None = None  # null: $RAY_ADDRESS, else a local Ray; "auto": join one
 
     def validate(self) -> None:
         if self.kernel_size % 2 != 1:

@@ -410,11 +410,9 @@ def _map_ray(tasks: list[Task], cfg: SynthesizeConfig) -> Iterator[Batch]:
     object store once (by the driver) and handed to the tasks that use it."""
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        local = {"num_cpus": _worker_count(cfg), "_node_ip_address": "127.0.0.1"}
-        ray.init(address=cfg.ray_address, include_dashboard=False,
-                 **({} if cfg.ray_address else local))
+    from ytmt.ray_local import init_ray
+
+    started = init_ray(cfg.ray_address, num_cpus=_worker_count(cfg))
     try:
         remote = ray.remote(num_cpus=1)(_run_task_ray)
         window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))

@@ -2,10 +2,6 @@
 
 Public API (stable; the sweep code builds on it)::
 
-    ensure_ray(num_cpus: int | None = None) -> bool
-        ray.init unless Ray is up: $RAY_ADDRESS (a cluster) or a local Ray on 127.0.0.1
-        (ytmt.ray_local.start_local_ray).
-        Returns True when this call started Ray.
     preflight(params: Params, shards: str | Path, tracking_uri: str | None = None) -> str
         Fails within seconds (MLflow unreachable, shards missing/incomplete) before any
         worker starts; returns the resolved absolute tracking URI.
@@ -50,7 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,7 +58,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ytmt.archs import get_variant
 from ytmt.checkpoint import atomic_torch_save, load_checkpoint
 from ytmt.config import ConfigError, to_dict
-from ytmt.ray_local import start_local_ray
+from ytmt.ray_local import init_ray, resolve_storage
 from ytmt.train.config import TrainConfig
 from ytmt.train.components import resolve_params
 from ytmt.train.loop import CHECKPOINT_FILE, train_loop_per_worker
@@ -97,27 +92,10 @@ class TrainedModel:
 
 # --------------------------------------------------------------------------- Ray plumbing
 
-def ensure_ray(num_cpus: int | None = None) -> bool:
-    """Start (or connect to) Ray unless it is up. ``$RAY_ADDRESS`` selects a cluster;
-    otherwise a local Ray on 127.0.0.1 whose dashboard lets Ray Train's placement-group
-    cleaner tell a live run from a dead one (:mod:`ytmt.ray_local`). True if started here."""
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        start_local_ray(num_cpus)
-    return True
-
-
 def resolve_storage_path(cfg: TrainConfig, cwd: str | Path | None = None) -> str:
-    """``train.storage_path`` > ``$YTMT_RAY_STORAGE`` > ``<cwd>/outputs/ray_results``;
-    local paths made absolute (workers run in other directories), URIs kept."""
-    path = cfg.storage_path or os.environ.get(STORAGE_ENV) or "outputs/ray_results"
-    if "://" in path:
-        return path
-    p = Path(path).expanduser()
-    return str(p if p.is_absolute() else (Path(cwd or os.getcwd()) / p).resolve())
+    """``train.storage_path`` > ``$YTMT_RAY_STORAGE`` > ``<cwd>/outputs/ray_results``
+    (:func:`ytmt.ray_local.resolve_storage`)."""
+    return resolve_storage(cfg.storage_path, STORAGE_ENV, "outputs/ray_results", cwd)
 
 
 def scaling_config(cfg: TrainConfig) -> ray.train.ScalingConfig:
@@ -293,7 +271,7 @@ def train_variant(params, variant: str, shards: str | Path, out_dir: str | Path,
     c = client(uri)
     try:
         if cfg.num_workers > 0:
-            ensure_ray()
+            init_ray()
         result = build_trainer(loop_config, cfg, ray_name, train_loop=train_loop).fit()
         if result.checkpoint is None:
             raise RuntimeError(f"{variant}: training reported no checkpoint")
