@@ -15,7 +15,7 @@ from scipy.signal import convolve2d
 
 from ytmt.data.layout import find_pairs
 from ytmt.data.reader import check_shards
-from ytmt.data.shards import MANIFEST
+from ytmt.data.shards import MANIFEST, shard_set_key
 from ytmt.data.sources import read_index
 from ytmt.data.synthesis import (
     Photo,
@@ -213,6 +213,19 @@ def test_interrupted_set_is_incomplete_and_a_rerun_finishes_it(images_dir, big_s
     assert not list(root.rglob("*.tmp"))
     assert {p.name: p.read_bytes() for p in sorted((root / "train").glob("*.parquet"))} == \
         reference
+
+
+def test_shard_set_key_follows_the_manifest_content(shards, big_shards, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    assert shard_set_key(copy) == shard_set_key(shards)  # content, not the path
+    assert shard_set_key(big_shards) != shard_set_key(shards)
+    (copy / MANIFEST).unlink()
+    with pytest.raises(FileNotFoundError, match="manifest.json: missing, so the shard set is "
+                                                "incomplete"):
+        shard_set_key(copy)
 
 
 def test_real_pairs_join_train_marked_real(images_dir, tmp_path):

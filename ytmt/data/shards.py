@@ -47,6 +47,7 @@ exact: for synthetic rows ``M == min(T + R, 255)`` holds byte for byte.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -191,6 +192,18 @@ def write_manifest(root: Path, fingerprint: str, splits: dict[str, list[dict[str
         manifest["splits"][split] = {"rows": sum(e["rows"] for e in entries), "parts": entries}
     _fsync_write(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def shard_set_key(root: str | Path) -> str:
+    """A content key of the shard set under ``root``: the SHA-1 of its ``manifest.json``,
+    which holds the fingerprint of everything that produced the parts (settings, seed, the
+    inputs' bytes, the code) and every part's rows and bytes. Resume keys of trainings and
+    sweeps hash it. Raises FileNotFoundError when the set has no manifest (unfinished)."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing, so the shard set is incomplete; re-run "
+                                "synthesize to finish it")
+    return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:

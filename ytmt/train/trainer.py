@@ -171,18 +171,17 @@ def _training_key(loop_config: dict[str, Any]) -> str:
     """A short hash of what determines the trained weights (config, run seed, data, stage 1).
     ``train.seeds`` itself is left out: adding a seed to the list keeps the other seeds' keys
     (each run's own seed is in the key as ``seed``)."""
+    from ytmt.data.shards import shard_set_key
+
     overrides = dict(loop_config["overrides"])
     if loop_config.get("seed") is not None:
         overrides["seed"] = loop_config["seed"]
     resolved = resolve_params(loop_config["params"], overrides)
     recipe = {k: to_dict(getattr(resolved, k)) for k in ("seed", "model", "loss", "train")}
     recipe["train"].pop("seeds")
-    manifest = Path(loop_config["shards"]) / "manifest.json"
     stage1 = loop_config["stage1_checkpoint"]
     digest = {"variant": loop_config["variant"], "recipe": recipe,
-              "epochs": loop_config["epochs"],
-              "data": hashlib.sha1(manifest.read_bytes()).hexdigest()
-              if manifest.is_file() else loop_config["shards"],
+              "epochs": loop_config["epochs"], "data": shard_set_key(loop_config["shards"]),
               "stage1": hashlib.sha1(Path(stage1).read_bytes()).hexdigest() if stage1 else None}
     return hashlib.sha1(json.dumps(digest, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
