@@ -71,7 +71,7 @@ def test_dvc_repro_end_to_end_then_new_benchmark_then_separate(tmp_path):
     repo.mkdir()
     _copy_repo(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    # The stages' own tests cover the sweep and how well training learns (tests/tune,
+    # The stages' own tests cover the sweep and how well training learns (tests/sweep,
     # tests/train/test_learning.py); here every stage runs, on less data and fewer steps.
     params["tune"]["enabled"] = False
     params["synthesize"].update(train_mixtures=64, val_mixtures=8, test_mixtures=8)
