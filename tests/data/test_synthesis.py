@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from collections import Counter
 from dataclasses import replace
 
@@ -23,6 +25,7 @@ from ytmt.data.synthesis import (
     compose,
     gaussian_kernel,
     overflow_shift,
+    pair_epochs,
     plan,
     rescaled_crop,
     rescaled_shape,
@@ -153,6 +156,33 @@ def test_too_few_photos_for_held_out_splits(images_dir, tmp_path):
     with pytest.raises(ValueError, match="held-out photos"):
         plan(entries, [], TINY, seed=0)
     assert len(plan(entries, [], replace(TINY, val_mixtures=0, test_mixtures=0), 0)["val"]) == 0
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Fail with TimeoutError instead of hanging when the block runs longer than this."""
+    def expire(signum, frame):
+        raise TimeoutError(f"did not return within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_pairing_fewer_than_two_photos_fails_instead_of_looping():
+    rng = np.random.default_rng(0)
+    one = [{"id": "a", "path": "a.png"}]
+    assert pair_epochs(one, 0, rng) == [] and pair_epochs([], 0, rng) == []
+    for photos in (one, []):
+        with deadline(5), pytest.raises(ValueError, match=f"{len(photos)} photo\\(s\\) cannot "
+                                                          "give 3 mixtures: pairing a "
+                                                          "transmission with a reflection "
+                                                          "needs at least 2"):
+            pair_epochs(photos, 3, rng)
 
 
 # ------------------------------------------------------------------ shards

@@ -230,7 +230,11 @@ def split_photos(entries: list[dict[str, Any]], cfg: SynthesizeConfig,
 
 def pair_epochs(photos: list[dict[str, Any]], n: int, rng: np.random.Generator) -> list[Item]:
     """``n`` synthetic items: each epoch reshuffles ``photos`` and pairs the T half with the
-    R half, until ``n`` mixtures are planned."""
+    R half, until ``n`` mixtures are planned. ValueError when ``n > 0`` and fewer than 2
+    photos are given (no pair exists)."""
+    if n > 0 and len(photos) < 2:
+        raise ValueError(f"{len(photos)} photo(s) cannot give {n} mixtures: pairing a "
+                         "transmission with a reflection needs at least 2")
     half = len(photos) // 2
     items: list[Item] = []
     epoch = 0
