@@ -20,7 +20,9 @@ from ytmt.data.reader import check_shards
 from ytmt.data.shards import MANIFEST, shard_set_key
 from ytmt.data.sources import read_index
 from ytmt.data.synthesis import (
+    Item,
     Photo,
+    Task,
     blur,
     compose,
     gaussian_kernel,
@@ -29,6 +31,7 @@ from ytmt.data.synthesis import (
     plan,
     rescaled_crop,
     rescaled_shape,
+    run_task,
     synthesize_shards,
 )
 
@@ -183,6 +186,20 @@ def test_pairing_fewer_than_two_photos_fails_instead_of_looping():
                                                           "transmission with a reflection "
                                                           "needs at least 2"):
             pair_epochs(photos, 3, rng)
+
+
+def test_drawn_scales_are_even_and_inside_the_range(images_dir):
+    photos = read_index(images_dir)
+    items = tuple(Item("synthetic", a["id"], a["path"], b["id"], b["path"], 0)
+                  for a, b in zip(photos[:4], photos[4:8], strict=True))
+    task = Task("train", 0, 0, items * 8, seed=0)
+    odd_bounds = run_task(task, replace(TINY, size=33, scale_min=33, scale_max=36))
+    assert set(odd_bounds.meta["scale"]) == {34, 36}
+    assert odd_bounds.mixture.shape[1:] == (33, 33, 3)
+    # a range without an even size (refused by the config) is refused here too, rather
+    # than drawing a scale below the stored size
+    with pytest.raises(ValueError, match="no even short side in \\[33, 33\\]"):
+        run_task(task, replace(TINY, size=33, scale_min=33, scale_max=33))
 
 
 # ------------------------------------------------------------------ shards

@@ -101,6 +101,11 @@ class SynthesizeConfig:
         if self.scale_min < self.size:
             raise ConfigError(f"scale_min = {self.scale_min}: must be >= size = {self.size} "
                               "(the crop must fit in the rescaled image)")
+        lowest_even = self.scale_min + self.scale_min % 2
+        if lowest_even > self.scale_max:
+            raise ConfigError(f"scale_min = {self.scale_min}, scale_max = {self.scale_max}: no "
+                              "even short side in the range (the rescale draws even sizes); "
+                              f"set scale_max >= {lowest_even}")
         if self.sigma_min > self.sigma_max:
             raise ConfigError(f"sigma_min = {self.sigma_min} > sigma_max = {self.sigma_max}")
         if self.gamma_min > self.gamma_max:

@@ -304,14 +304,22 @@ def _fit(photo: Photo, shape: tuple[int, int]) -> Photo:
     return Photo.of(np.asarray(photo.image.resize((shape[1], shape[0]), Image.BICUBIC)))
 
 
+def even_scales(u: np.ndarray, scale_min: int, scale_max: int) -> np.ndarray:
+    """Even short sides drawn uniformly from ``[scale_min, scale_max]`` for ``u`` in [0, 1);
+    ValueError when the range holds no even size (the config refuses such a range)."""
+    lo, hi = math.ceil(scale_min / 2), scale_max // 2
+    if lo > hi:
+        raise ValueError(f"no even short side in [{scale_min}, {scale_max}]")
+    return 2 * (lo + np.minimum((u * (hi - lo + 1)).astype(int), hi - lo))
+
+
 def run_task(task: Task, cfg: SynthesizeConfig) -> Batch:
     """Synthesise one chunk: load photos, draw geometry/σ/γ, crop, compose. Deterministic."""
     split_index = SPLITS.index(task.split)
     rng = np.random.default_rng([task.seed, 3, split_index, task.chunk])
     n, size = len(task.items), cfg.size
     u = rng.random((n, 6))
-    lo, hi = math.ceil(cfg.scale_min / 2), cfg.scale_max // 2
-    scales = 2 * (lo + np.minimum((u[:, 0] * (hi - lo + 1)).astype(int), hi - lo))
+    scales = even_scales(u[:, 0], cfg.scale_min, cfg.scale_max)
     flips = u[:, 3] < cfg.flip_p
     sigmas = cfg.sigma_min + u[:, 4] * (cfg.sigma_max - cfg.sigma_min)
     gammas = cfg.gamma_min + u[:, 5] * (cfg.gamma_max - cfg.gamma_min)
