@@ -6,18 +6,21 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from ytmt.data.layout import find_pairs
+from ytmt.data.config import FetchConfig
+from ytmt.data.layout import PairFiles, find_pairs
 from ytmt.data.pairing import Item, Task
 from ytmt.data.reader import check_shards
 from ytmt.data.shards import MANIFEST, shard_set_key
-from ytmt.data.sources import read_index
-from ytmt.data.synthesis import run_task, synthesize_shards
+from ytmt.data.sources import fetch_images, read_index
+from ytmt.data.synthesis import fingerprint, run_task, synthesize_shards
 
 from .conftest import TINY, smooth_photo
 
@@ -107,6 +110,66 @@ def test_interrupted_set_is_incomplete_and_a_rerun_finishes_it(images_dir, big_s
     assert not list(root.rglob("*.tmp"))
     assert {p.name: p.read_bytes() for p in sorted((root / "train").glob("*.parquet"))} == \
         reference
+
+
+def stored_png_photos(folder, seed: int, n: int = 8):
+    """PNGs without compression: the file size depends only on the image size, so a photo
+    replaced by another of the same size keeps its byte count."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(smooth_photo(rng, 40, 48)).save(folder / f"p{i}.png", compress_level=0)
+
+
+def test_a_photo_replaced_by_one_of_the_same_size_is_not_resumed(tmp_path):
+    stored_png_photos(tmp_path / "src", seed=0)
+    images = tmp_path / "images"
+    fetch_images(FetchConfig(source="folder", folder=str(tmp_path / "src"), min_side=16), images)
+    out = tmp_path / "shards"
+    synthesize_shards(images, out, TINY, seed=0)
+    replaced = images / "p3.png"
+    size = replaced.stat().st_size
+    stored_png_photos(tmp_path / "other", seed=1)
+    replaced.write_bytes((tmp_path / "other" / "p3.png").read_bytes())
+    assert replaced.stat().st_size == size  # what the old fingerprint looked at
+    (out / MANIFEST).unlink()  # as an interrupted run leaves it
+    metrics = synthesize_shards(images, out, TINY, seed=0)
+    assert metrics["resumed_parts"] == 0  # every part used the old photo's pixels
+    fresh = tmp_path / "fresh"
+    synthesize_shards(images, fresh, TINY, seed=0)
+    for part in sorted(fresh.rglob("part-*.parquet")):
+        assert (out / part.relative_to(fresh)).read_bytes() == part.read_bytes(), part
+
+
+def test_fingerprint_follows_the_code_and_libraries_that_make_the_bytes(images_dir, tmp_path,
+                                                                         monkeypatch):
+    import ytmt.data.mixing
+    import ytmt.data.pairing
+    import ytmt.data.shards
+    import ytmt.data.sources
+    import ytmt.data.synthesis
+
+    entries = read_index(images_dir)
+    base = fingerprint(TINY, 0, entries, [])
+    assert fingerprint(TINY, 0, entries, []) == base and fingerprint(TINY, 1, entries, []) != base
+    # an edit to the synthesis, its plan or model, the shard writer or the image decoder
+    for module in (ytmt.data.synthesis, ytmt.data.pairing, ytmt.data.mixing, ytmt.data.shards,
+                   ytmt.data.sources):
+        edited = tmp_path / Path(module.__file__).name
+        edited.write_text(Path(module.__file__).read_text() + "\n# edited\n")
+        with monkeypatch.context() as m:
+            m.setattr(module, "__file__", str(edited))
+            assert fingerprint(TINY, 0, entries, []) != base, module.__name__
+    with monkeypatch.context() as m:
+        m.setattr(cv2, "__version__", "0.0.0")  # resampling and blur code
+        assert fingerprint(TINY, 0, entries, []) != base
+    # a real pair whose image is replaced by one of the same size
+    for name in ("b.png", "t.png"):
+        Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(tmp_path / name, compress_level=0)
+    pair = PairFiles("p0", tmp_path / "b.png", tmp_path / "t.png", None)
+    with_pair = fingerprint(TINY, 0, entries, [pair])
+    Image.fromarray(np.full((40, 48, 3), 9, np.uint8)).save(tmp_path / "b.png", compress_level=0)
+    assert fingerprint(TINY, 0, entries, [pair]) != with_pair
 
 
 def test_shard_set_key_follows_the_manifest_content(shards, big_shards, tmp_path):

@@ -10,8 +10,9 @@ Layout under the shards root (``outputs/shards``)::
 Every part is written to ``part-XXXXX.parquet.tmp`` and renamed when closed, so a killed
 writer never leaves a file that looks finished; ``manifest.json`` (also written atomically)
 lists every split's parts with their row counts and byte sizes and is what readers trust.
-A re-run keeps finished parts whose ``fingerprint`` (a hash of the synthesis settings and
-the source images) matches and writes only what is missing.
+A re-run keeps finished parts whose ``fingerprint`` (a hash of the synthesis settings, the
+source files' bytes and the code that turns them into samples:
+:func:`ytmt.data.synthesis.fingerprint`) matches and writes only what is missing.
 
 One row per sample (all images the same size within a set):
 

@@ -29,8 +29,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+import PIL
+import pyarrow as pa
 from PIL import Image
 
+from ytmt.data import mixing, pairing, shards, sources
 from ytmt.data.config import SynthesizeConfig
 from ytmt.data.layout import PairFiles
 from ytmt.data.mixing import Photo, compose, rescaled_crop, rescaled_shape
@@ -209,17 +212,37 @@ def _map_ray(tasks: list[Task], cfg: SynthesizeConfig) -> Iterator[Batch]:
 # --------------------------------------------------------------------------- the stage
 
 
+def _file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _code_identity() -> list[str]:
+    """What turns photos into the shards' bytes besides the settings: the source of this
+    module, of the plan (:mod:`ytmt.data.pairing`), of the model (:mod:`ytmt.data.mixing`),
+    of the shard writer and of the image decoder (:mod:`ytmt.data.sources`), and the
+    versions of the libraries doing the pixel and Parquet work."""
+    modules = (sys.modules[__name__], pairing, mixing, shards, sources)
+    code = [_file_digest(m.__file__) for m in modules]
+    return code + [f"{lib.__name__} {lib.__version__}" for lib in (np, cv2, PIL, pa)]
+
+
 def fingerprint(cfg: SynthesizeConfig, seed: int, entries: list[dict[str, Any]],
                 real_pairs: Sequence[PairFiles]) -> str:
     """Hash of everything that determines the shards' bytes (not the worker layout): the
-    settings, the seed, the inputs' names and sizes, and this code."""
+    settings, the seed, the inputs' names and contents (SHA-256 of every file, about
+    1 GB/s here: 7 ms for the default photos, seconds for VOC) and the code
+    (:func:`_code_identity`). Parts of an interrupted run are kept only when it matches."""
     settings = {k: v for k, v in asdict(cfg).items()
                 if k not in ("workers", "backend", "ray_address")}
-    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-    photos = [(e["id"], e["file"], os.path.getsize(e["path"])) for e in entries]
-    reals = [(p.name, p.blended.stat().st_size, p.transmission.stat().st_size)
+    photos = [(e["id"], e["file"], _file_digest(e["path"])) for e in entries]
+    reals = [(p.name, _file_digest(p.blended), _file_digest(p.transmission))
              for p in real_pairs]
-    blob = json.dumps([settings, seed, photos, reals, code], sort_keys=True, default=list)
+    blob = json.dumps([settings, seed, photos, reals, _code_identity()], sort_keys=True,
+                      default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
