@@ -65,8 +65,8 @@ INIT = textwrap.dedent("""
     address = sys.argv[1] if len(sys.argv) > 1 else None
     print("STARTED", init_ray(address, num_cpus=1, resources={"train_driver": 2.0}))
     print("AGAIN", init_ray(address, num_cpus=1))
-    print("RESOURCES", {k: v for k, v in ray.cluster_resources().items()
-                        if k in ("CPU", "train_driver")})
+    print("RESOURCES", sorted((k, v) for k, v in ray.cluster_resources().items()
+                              if k in ("CPU", "train_driver")))
     ray.shutdown()
 """)
 
@@ -87,10 +87,10 @@ def test_init_ray_starts_a_local_ray_or_joins_one_and_says_which(ray_local):
     # no address: a local Ray with the custom resource; a second call leaves it alone
     local = init_in_subprocess()
     assert local == {"STARTED": "True", "AGAIN": "False",
-                     "RESOURCES": "{'CPU': 1.0, 'train_driver': 2.0}"}
+                     "RESOURCES": "[('CPU', 1.0), ('train_driver', 2.0)]"}
     # an address: join that Ray (the session's, 2 CPUs); the local-only settings do not apply
     joined = init_in_subprocess(ray_local.get_runtime_context().gcs_address)
-    assert joined == {"STARTED": "True", "AGAIN": "False", "RESOURCES": "{'CPU': 2.0}"}
+    assert joined == {"STARTED": "True", "AGAIN": "False", "RESOURCES": "[('CPU', 2.0)]"}
     assert ray_local.is_initialized() and ray_local.cluster_resources()["CPU"] == 2.0
 
 
