@@ -20,7 +20,7 @@ import sys
 
 from ytmt.config import ConfigError
 from ytmt.params import load_params, run_stage
-from ytmt.sweep.run import SweepError, SweepInterrupted, run_sweep, write_disabled
+from ytmt.sweep.records import SweepError, SweepInterrupted, write_disabled
 from ytmt.tracking import TrackingUnavailable
 
 
@@ -40,9 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
-        if not params.tune.enabled:  # no Ray, no torch: a second or so
+        if not params.tune.enabled:  # Ray not even imported: a second or two
             print(f"tune: tune.enabled is false; wrote {write_disabled(args.out)}")
             return 0
+        from ytmt.sweep.run import run_sweep  # imports Ray Tune (seconds)
+
         run_sweep(params, args.shards, args.out, tracking_uri=args.tracking_uri,
                   storage_path=args.storage, fresh=args.fresh)
     except ConfigError as err:

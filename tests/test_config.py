@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import yaml
 
@@ -63,3 +65,36 @@ def test_a_stage_refuses_malformed_params_in_one_line_before_any_work(tmp_path):
     assert proc.stderr.strip().startswith("error: invalid params: fetch.source = 'vocc2012'")
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "images").exists()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner:
+    a: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outer:
+    inner: _Inner | None = None
+    values: tuple[int, ...] | None = None
+    choice: int | str | None = None
+
+
+def _error(data) -> str:
+    with pytest.raises(ConfigError) as err:
+        parse_section(_Outer, data, "x")
+    return str(err.value)
+
+
+def test_a_union_value_that_fails_gives_each_branch_s_reason():
+    # the branch's own error (a nested key, an element) is kept, not dropped
+    assert _error({"inner": {"b": 2}}) == (
+        "x.inner = {'b': 2}: expected a mapping with keys a or null "
+        "(as a mapping with keys a: x.inner.b: unknown key; allowed keys of x.inner: a)")
+    assert _error({"values": [1, "two"]}) == (
+        "x.values = [1, 'two']: expected a list of int or null "
+        "(as a list of int: x.values[1] = 'two': expected an integer)")
+    # branches that fail on the type alone: their type names say it all
+    assert _error({"choice": [1]}) == "x.choice = [1]: expected int or str or null"
+    assert _error({"values": "1"}) == "x.values = '1': expected a list of int or null"
+    assert parse_section(_Outer, {"inner": None, "values": [3], "choice": "a"}, "x") == \
+        _Outer(None, (3,), "a")

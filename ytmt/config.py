@@ -66,6 +66,19 @@ def _fail(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"{key} = {value!r}: expected {allowed}")
 
 
+def _union_error(key: str, value: Any, tp: Any,
+                 failures: list[tuple[Any, ConfigError]]) -> ConfigError:
+    """One line for a value no branch of the union ``tp`` accepted: the branches' types,
+    then the reason of each branch that failed deeper than its type (a nested key, a list
+    element), e.g. ``x = [1, 'a']: expected a list of int or null (as a list of int:
+    x[1] = 'a': expected an integer)``."""
+    same = f"{key} = {value!r}: "  # a branch that only restates the type mismatch
+    reasons = [f"as {_type_name(arg)}: {err}" for arg, err in failures
+               if not str(err).startswith(same)]
+    detail = f" ({'; '.join(reasons)})" if reasons else ""
+    return ConfigError(f"{same}expected {_type_name(tp)}{detail}")
+
+
 def _convert(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -78,15 +91,15 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
+        failures = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(arg, value, key)
             except ConfigError as err:
-                errors.append(err)
-        raise _fail(key, value, _type_name(tp))
+                failures.append((arg, err))
+        raise _union_error(key, value, tp, failures)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise _fail(key, value, _type_name(tp))

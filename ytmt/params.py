@@ -13,7 +13,8 @@ from typing import Any
 from ytmt.config import ConfigError, LossConfig, ModelConfig, load_yaml, parse_section
 from ytmt.data.config import DataConfig, FetchConfig, SynthesizeConfig
 from ytmt.evaluation.config import EvaluateConfig, RegisterConfig
-from ytmt.train.config import TrainConfig, TuneConfig
+from ytmt.sweep.config import TuneConfig
+from ytmt.train.config import TrainConfig
 
 
 @dataclass(frozen=True)

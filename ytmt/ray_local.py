@@ -1,8 +1,14 @@
-"""A local Ray on 127.0.0.1 that Ray Train's placement-group cleaner can see.
+"""Ray plumbing shared by training, sweeps and synthesis: start or join Ray, storage paths.
 
-Ray Train 2.60 starts a detached ``PlacementGroupCleaner`` with every run: it polls the state
-API for the run's controller actor and removes the run's placement group (killing its
-workers) when the controller looks dead. Two things make it misjudge a live run:
+:func:`init_ray` is the one way the library starts or joins Ray: it joins a cluster
+(an explicit address, ``$RAY_ADDRESS`` as ``ray job submit`` sets it, or ``"auto"``) or
+starts a local Ray on 127.0.0.1 (:func:`start_local_ray`) that Ray Train's placement-group
+cleaner can see. :func:`resolve_storage` says where Ray Train and Ray Tune keep their runs.
+
+Why the local Ray is started the way it is: Ray Train 2.60 starts a detached
+``PlacementGroupCleaner`` with every run: it polls the state API for the run's controller
+actor and removes the run's placement group (killing its workers) when the controller looks
+dead. Two things make it misjudge a live run:
 
 - without the dashboard the state API has no server: every poll fails and logs a warning
   ("Failed to query Ray Train Controller actor state"), hundreds per training;
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 
@@ -49,3 +56,40 @@ def start_local_ray(num_cpus: int | None = None, resources: dict[str, float] | N
             os.environ.pop("RAY_GCS_SERVER_PORT", None)
         else:
             os.environ["RAY_GCS_SERVER_PORT"] = previous
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None,
+             resources: dict[str, float] | None = None, **init_kwargs: Any) -> bool:
+    """Start or join Ray unless this process is connected already.
+
+    ``address`` (else ``$RAY_ADDRESS``): join that cluster (``"auto"``: the one running on
+    this machine). None (or ``"local"``): a new local Ray of ``num_cpus`` CPUs (None: all)
+    with the custom ``resources`` (e.g. ``{"train_driver": 1.0}``), as the module docstring
+    explains; both are ignored when joining (the cluster's nodes declare their own).
+    ``init_kwargs`` go to ``ray.init`` (e.g. ``log_to_driver``).
+
+    Returns True when this call started or joined Ray: only then is the caller's
+    ``ray.shutdown()`` its own to call (it disconnects from a cluster, stops a local Ray)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        ray.init(address=address, **init_kwargs)
+    else:
+        start_local_ray(num_cpus, resources, **init_kwargs)
+    return True
+
+
+def resolve_storage(path: str | None, env: str, default: str,
+                    cwd: str | Path | None = None) -> str:
+    """Where Ray Train or Ray Tune keep their runs: ``path`` > ``$<env>`` > ``<cwd>/<default>``.
+
+    Local paths are made absolute (workers and trials run in other directories); URIs
+    (``s3://bucket/prefix``) are kept as they are."""
+    path = path or os.environ.get(env) or default
+    if "://" in path:
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (Path(cwd or os.getcwd()) / p).resolve())

@@ -150,11 +150,12 @@ def provenance_tags() -> dict[str, str]:
 
 def open_run(tracking_uri: str, experiment: str, match: Mapping[str, str], *,
              run_name: str, tags: Mapping[str, str] | None = None, resume: bool = True,
-             parent_run_id: str | None = None):
+             parent_run_id: str | None = None, provenance: Mapping[str, str] | None = None):
     """Find or create a run of ``experiment``: the newest run whose tags include ``match``
     is reopened (status RUNNING) when ``resume`` and it did not finish; otherwise a new run
-    named ``run_name`` with ``match``, ``tags``, :func:`provenance_tags` (and the parent's id
-    for a child run). Returns ``(experiment id, Run, reopened)``; ``Run.data.tags`` holds the
+    named ``run_name`` with ``match``, ``tags``, ``provenance`` (default
+    :func:`provenance_tags` of this process; a Ray worker passes its driver's) and the
+    parent's id for a child run. Returns ``(experiment id, Run, reopened)``; ``Run.data.tags`` holds the
     tags the run had when found."""
     exp_id = get_or_create_experiment(tracking_uri, experiment)
     c = client(tracking_uri)
@@ -164,11 +165,12 @@ def open_run(tracking_uri: str, experiment: str, match: Mapping[str, str], *,
             f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
     runs = c.search_runs([exp_id], filter_string=where,
                          order_by=["attributes.start_time DESC"], max_results=1)
+    provenance = dict(provenance) if provenance is not None else provenance_tags()
     if resume and runs and runs[0].info.status != "FINISHED":
         c.update_run(runs[0].info.run_id, status="RUNNING")
-        c.log_batch(runs[0].info.run_id, tags=_run_tags(provenance_tags()))
+        c.log_batch(runs[0].info.run_id, tags=_run_tags(provenance))
         return exp_id, runs[0], True
-    all_tags = {**provenance_tags(), **match, **(tags or {})}
+    all_tags = {**provenance, **match, **(tags or {})}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     return exp_id, c.create_run(exp_id, run_name=run_name, tags=all_tags), False

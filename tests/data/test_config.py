@@ -38,3 +38,20 @@ def test_repo_params_load():
 def test_bad_values_are_rejected(cls, section, values, match):
     with pytest.raises(ConfigError, match=match):
         parse_section(cls, values, section)
+
+
+@pytest.mark.parametrize("size, low, high", [(97, 97, 97), (96, 97, 97), (33, 33, 33)])
+def test_a_scale_range_without_an_even_size_is_refused(size, low, high):
+    # the rescale draws an even short side in [scale_min, scale_max]: 97..97 has none (the
+    # draw fell to 96, below the stored size)
+    with pytest.raises(ConfigError, match=f"synthesize: scale_min = {low}, scale_max = {high}: "
+                                          "no even short side in the range"):
+        parse_section(SynthesizeConfig, {"size": size, "scale_min": low, "scale_max": high},
+                      "synthesize")
+
+
+def test_odd_bounds_with_an_even_size_between_them_are_fine():
+    cfg = parse_section(SynthesizeConfig, {"size": 97, "scale_min": 97, "scale_max": 98},
+                        "synthesize")
+    assert (cfg.scale_min, cfg.scale_max) == (97, 98)
+    parse_section(SynthesizeConfig, {"size": 96, "scale_min": 96, "scale_max": 96}, "synthesize")

@@ -108,6 +108,51 @@ def test_samples_source_is_offline(tmp_path):
     assert [e["id"] for e in read_index(tmp_path / "images")] == ["astronaut", "coffee"]
 
 
+def photo_folder(folder: Path, seed: int) -> FetchConfig:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(smooth_photo(rng, 40, 48)).save(folder / f"p{seed}_{i}.png")
+    return FetchConfig(source="folder", folder=str(folder), min_side=16)
+
+
+def test_a_new_fetch_replaces_the_folder_whole(tmp_path):
+    out = tmp_path / "images"
+    fetch_images(photo_folder(tmp_path / "a", 0), out)
+    fetch_images(photo_folder(tmp_path / "b", 1), out)
+    assert sorted(p.name for p in out.iterdir()) == ["index.json", "p1_0.png", "p1_1.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "images"]  # no leftovers
+
+
+def test_a_failed_commit_keeps_the_previous_images(tmp_path, monkeypatch):
+    import os
+
+    out = tmp_path / "images"
+    fetch_images(photo_folder(tmp_path / "a", 0), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    rename = os.replace
+
+    def refuse_new_folder(src, dst):  # the new folder cannot be renamed into place
+        if Path(src).name == "images.tmp":
+            raise OSError("rename refused")
+        return rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse_new_folder)
+    with pytest.raises(OSError, match="rename refused"):
+        fetch_images(photo_folder(tmp_path / "b", 1), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "images"]
+
+
+def test_a_fetch_killed_mid_commit_is_cleaned_up_by_the_next(tmp_path):
+    out = tmp_path / "images"
+    fetch_images(photo_folder(tmp_path / "a", 0), out)
+    out.rename(tmp_path / "images.old")  # killed after moving the old folder aside
+    fetch_images(photo_folder(tmp_path / "b", 1), out)
+    assert sorted(p.name for p in out.iterdir()) == ["index.json", "p1_0.png", "p1_1.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "images"]
+
+
 # ------------------------------------------------------------------ fake VOC over HTTP
 
 

@@ -1,33 +1,26 @@
-"""The synthesis model (design.md s2) and the shard set it writes."""
+"""Synthesis into shards (:mod:`ytmt.data.synthesis`): one chunk, the shard set it writes,
+resuming an interrupted run, real pairs."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from scipy.signal import convolve2d
 
-from ytmt.data.layout import find_pairs
+from ytmt.data.config import FetchConfig
+from ytmt.data.layout import PairFiles, find_pairs
+from ytmt.data.pairing import Item, Task
 from ytmt.data.reader import check_shards
-from ytmt.data.shards import MANIFEST
-from ytmt.data.sources import read_index
-from ytmt.data.synthesis import (
-    Photo,
-    blur,
-    compose,
-    gaussian_kernel,
-    overflow_shift,
-    plan,
-    rescaled_crop,
-    rescaled_shape,
-    synthesize_shards,
-)
+from ytmt.data.shards import MANIFEST, shard_set_key
+from ytmt.data.sources import fetch_images, read_index
+from ytmt.data.synthesis import fingerprint, run_task, synthesize_shards
 
 from .conftest import TINY, smooth_photo
 
@@ -42,117 +35,21 @@ def images(df, column):
     return np.frombuffer(b"".join(df[column]), np.uint8).reshape(n, h, w, 3)
 
 
-# ------------------------------------------------------------------ the model
+# ------------------------------------------------------------------ one chunk
 
 
-def test_gaussian_kernel_matches_opencv():
-    for sigma in (2.0, 3.3, 5.0):
-        g = gaussian_kernel(11, sigma)
-        assert g.sum() == pytest.approx(1.0)
-        np.testing.assert_allclose(g, cv2.getGaussianKernel(11, sigma).ravel(), rtol=1e-6)
-
-
-def test_blur_equals_direct_2d_convolution():
-    rng = np.random.default_rng(0)
-    x = rng.random((3, 40, 52, 3), dtype=np.float32)
-    sigmas = np.array([2.0, 3.5, 5.0])
-    out = blur(x, sigmas, 11)
-    for i, s in enumerate(sigmas):
-        k = np.outer(gaussian_kernel(11, s), gaussian_kernel(11, s))
-        for c in range(3):
-            ref = convolve2d(x[i, :, :, c].astype(np.float64), k, mode="same")
-            np.testing.assert_allclose(out[i, :, :, c], ref, atol=2e-6)
-
-
-def test_overflow_rule_on_a_bright_pair():
-    t = np.full((1, 24, 24, 3), 0.8, np.float32)
-    r = np.zeros_like(t)
-    r[0, 8:16, 8:16] = 0.6  # M = 1.4 there, 0.8 elsewhere
-    m = overflow_shift(t[0], r[0], 1.3)
-    assert m == pytest.approx((1.4 - 1) * 1.3, rel=1e-5)
-    assert overflow_shift(t[0] * 0.5, r[0], 1.3) == 0.0  # max(M) <= 1: no shift
-
-    # Through compose: R blurred, then R = clip(R − m), M = clip(T + R), in bytes.
-    t8 = np.full((1, 24, 24, 3), 204, np.uint8)  # 0.8
-    r8 = np.zeros_like(t8)
-    r8[0, 4:20, 4:20] = 255
-    sigma, gamma = 2.5, 1.3
-    mix, t_out, refl, shifts = compose(t8, r8, np.array([sigma]), np.array([gamma]), 11)
-    rb = blur(r8.astype(np.float32) / 255, [sigma], 11)[0]
-    s = t8[0] / 255.0 + rb
-    expected_m = (s[s > 1].mean() - 1) * gamma
-    assert shifts[0] == pytest.approx(expected_m, rel=1e-4)
-    expected_r = np.clip(rb - expected_m, 0, 1)
-    assert np.abs(refl[0] / 255.0 - expected_r).max() <= 0.5 / 255 + 1e-6
-    assert np.array_equal(mix, np.minimum(t_out.astype(int) + refl, 255))
-    assert (t_out == t8).all()
-
-
-def test_compose_without_overflow_keeps_blurred_r():
-    t8 = np.full((1, 16, 16, 3), 20, np.uint8)
-    r8 = np.full((1, 16, 16, 3), 100, np.uint8)
-    mix, _, refl, shifts = compose(t8, r8, np.array([3.0]), np.array([1.3]), 11)
-    assert shifts[0] == 0
-    rb = blur(r8.astype(np.float32) / 255, [3.0], 11)[0]
-    assert np.abs(refl[0].astype(float) - np.rint(rb * 255)).max() <= 1
-    assert np.array_equal(mix.astype(int), t8.astype(int) + refl)
-
-
-def test_rescaled_shape_short_side_and_even_long_side():
-    assert rescaled_shape(375, 500, 224) == (224, 298)
-    assert rescaled_shape(500, 375, 300) == (400, 300)
-    h, w = rescaled_shape(333, 500, 257)
-    assert h == 257 and w % 2 == 0
-
-
-@pytest.mark.parametrize("scale", [60, 120, 200])
-@pytest.mark.parametrize("resample", ["pil", "opencv"])
-def test_rescaled_crop_equals_rescale_then_crop(resample, scale):
-    yy, xx = np.mgrid[0:90, 0:120]
-    arr = np.stack([128 + 100 * np.sin(yy / 7 + xx / 11), 128 + 100 * np.cos(xx / 5),
-                    128 + 60 * np.sin(yy / 4)], -1).astype(np.uint8)
-    y, x, size = 5, 17, 40
-    h1, w1 = rescaled_shape(90, 120, scale)
-    full = np.asarray(Image.fromarray(arr).resize((w1, h1), Image.BICUBIC))
-    ref = full[y:y + size, x:x + size]
-    out = rescaled_crop(Photo.of(arr), scale, y, x, size, resample)
-    assert out.shape == (size, size, 3) and out.dtype == np.uint8
-    diff = np.abs(out.astype(int) - ref).mean()
-    if resample == "pil":  # the authors' filter over the exact box: identical
-        assert diff == 0
-    else:  # a different filter, box snapped to source pixels: close, and the right place
-        wrong = np.abs(out.astype(int) - full[y + 4:y + 4 + size, x + 4:x + 4 + size]).mean()
-        assert diff < 7 and diff < wrong / 2
-
-
-# ------------------------------------------------------------------ planning
-
-
-def test_plan_epochs_halves_and_disjoint_splits(images_dir):
-    entries = read_index(images_dir)
-    plans = plan(entries, [], TINY, seed=0)
-    assert [len(plans[s]) for s in ("train", "val", "test")] == [24, 8, 8]
-    photos = {s: {i.t_id for i in p} | {i.r_id for i in p} for s, p in plans.items()}
-    assert not photos["train"] & photos["val"]
-    assert not photos["train"] & photos["test"]
-    assert not photos["val"] & photos["test"]
-    by_epoch: dict[int, list] = {}
-    for item in plans["train"]:
-        by_epoch.setdefault(item.epoch, []).append(item)
-    half = len(photos["train"]) // 2
-    for items in list(by_epoch.values())[:-1]:
-        assert len(items) == half
-        ts, rs = {i.t_id for i in items}, {i.r_id for i in items}
-        assert len(ts) == half and len(rs) == half and not ts & rs  # T half, R half
-    assert len(by_epoch) == 24 // half
-    assert by_epoch[0] != by_epoch[1]  # reshuffled each epoch
-
-
-def test_too_few_photos_for_held_out_splits(images_dir, tmp_path):
-    entries = read_index(images_dir)[:5]
-    with pytest.raises(ValueError, match="held-out photos"):
-        plan(entries, [], TINY, seed=0)
-    assert len(plan(entries, [], replace(TINY, val_mixtures=0, test_mixtures=0), 0)["val"]) == 0
+def test_drawn_scales_are_even_and_inside_the_range(images_dir):
+    photos = read_index(images_dir)
+    items = tuple(Item("synthetic", a["id"], a["path"], b["id"], b["path"], 0)
+                  for a, b in zip(photos[:4], photos[4:8], strict=True))
+    task = Task("train", 0, 0, items * 8, seed=0)
+    odd_bounds = run_task(task, replace(TINY, size=33, scale_min=33, scale_max=36))
+    assert set(odd_bounds.meta["scale"]) == {34, 36}
+    assert odd_bounds.mixture.shape[1:] == (33, 33, 3)
+    # a range without an even size (refused by the config) is refused here too, rather
+    # than drawing a scale below the stored size
+    with pytest.raises(ValueError, match="no even short side in \\[33, 33\\]"):
+        run_task(task, replace(TINY, size=33, scale_min=33, scale_max=33))
 
 
 # ------------------------------------------------------------------ shards
@@ -213,6 +110,79 @@ def test_interrupted_set_is_incomplete_and_a_rerun_finishes_it(images_dir, big_s
     assert not list(root.rglob("*.tmp"))
     assert {p.name: p.read_bytes() for p in sorted((root / "train").glob("*.parquet"))} == \
         reference
+
+
+def stored_png_photos(folder, seed: int, n: int = 8):
+    """PNGs without compression: the file size depends only on the image size, so a photo
+    replaced by another of the same size keeps its byte count."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(smooth_photo(rng, 40, 48)).save(folder / f"p{i}.png", compress_level=0)
+
+
+def test_a_photo_replaced_by_one_of_the_same_size_is_not_resumed(tmp_path):
+    stored_png_photos(tmp_path / "src", seed=0)
+    images = tmp_path / "images"
+    fetch_images(FetchConfig(source="folder", folder=str(tmp_path / "src"), min_side=16), images)
+    out = tmp_path / "shards"
+    synthesize_shards(images, out, TINY, seed=0)
+    replaced = images / "p3.png"
+    size = replaced.stat().st_size
+    stored_png_photos(tmp_path / "other", seed=1)
+    replaced.write_bytes((tmp_path / "other" / "p3.png").read_bytes())
+    assert replaced.stat().st_size == size  # what the old fingerprint looked at
+    (out / MANIFEST).unlink()  # as an interrupted run leaves it
+    metrics = synthesize_shards(images, out, TINY, seed=0)
+    assert metrics["resumed_parts"] == 0  # every part used the old photo's pixels
+    fresh = tmp_path / "fresh"
+    synthesize_shards(images, fresh, TINY, seed=0)
+    for part in sorted(fresh.rglob("part-*.parquet")):
+        assert (out / part.relative_to(fresh)).read_bytes() == part.read_bytes(), part
+
+
+def test_fingerprint_follows_the_code_and_libraries_that_make_the_bytes(images_dir, tmp_path,
+                                                                         monkeypatch):
+    import ytmt.data.mixing
+    import ytmt.data.pairing
+    import ytmt.data.shards
+    import ytmt.data.sources
+    import ytmt.data.synthesis
+
+    entries = read_index(images_dir)
+    base = fingerprint(TINY, 0, entries, [])
+    assert fingerprint(TINY, 0, entries, []) == base and fingerprint(TINY, 1, entries, []) != base
+    # an edit to the synthesis, its plan or model, the shard writer or the image decoder
+    for module in (ytmt.data.synthesis, ytmt.data.pairing, ytmt.data.mixing, ytmt.data.shards,
+                   ytmt.data.sources):
+        edited = tmp_path / Path(module.__file__).name
+        edited.write_text(Path(module.__file__).read_text() + "\n# edited\n")
+        with monkeypatch.context() as m:
+            m.setattr(module, "__file__", str(edited))
+            assert fingerprint(TINY, 0, entries, []) != base, module.__name__
+    with monkeypatch.context() as m:
+        m.setattr(cv2, "__version__", "0.0.0")  # resampling and blur code
+        assert fingerprint(TINY, 0, entries, []) != base
+    # a real pair whose image is replaced by one of the same size
+    for name in ("b.png", "t.png"):
+        Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(tmp_path / name, compress_level=0)
+    pair = PairFiles("p0", tmp_path / "b.png", tmp_path / "t.png", None)
+    with_pair = fingerprint(TINY, 0, entries, [pair])
+    Image.fromarray(np.full((40, 48, 3), 9, np.uint8)).save(tmp_path / "b.png", compress_level=0)
+    assert fingerprint(TINY, 0, entries, [pair]) != with_pair
+
+
+def test_shard_set_key_follows_the_manifest_content(shards, big_shards, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    assert shard_set_key(copy) == shard_set_key(shards)  # content, not the path
+    assert shard_set_key(big_shards) != shard_set_key(shards)
+    (copy / MANIFEST).unlink()
+    with pytest.raises(FileNotFoundError, match="manifest.json: missing, so the shard set is "
+                                                "incomplete"):
+        shard_set_key(copy)
 
 
 def test_real_pairs_join_train_marked_real(images_dir, tmp_path):

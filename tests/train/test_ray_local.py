@@ -55,3 +55,57 @@ def test_state_api_finds_the_run_while_another_ray_runs(ray_local):
     assert state_seen("local") == "ALIVE"
     # control: the plain start cannot find its own actor with another Ray running
     assert state_seen("plain") != "ALIVE"
+
+
+INIT = textwrap.dedent("""
+    import sys
+    import ray
+    from ytmt.ray_local import init_ray
+
+    address = sys.argv[1] if len(sys.argv) > 1 else None
+    print("STARTED", init_ray(address, num_cpus=1, resources={"train_driver": 2.0}))
+    print("AGAIN", init_ray(address, num_cpus=1))
+    print("RESOURCES", sorted((k, v) for k, v in ray.cluster_resources().items()
+                              if k in ("CPU", "train_driver")))
+    ray.shutdown()
+""")
+
+
+def init_in_subprocess(*args: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", INIT, *args], capture_output=True, text=True,
+                          timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(line.split(" ", 1) for line in proc.stdout.splitlines()
+                if line.split(" ", 1)[0] in ("STARTED", "AGAIN", "RESOURCES"))
+
+
+@pytest.mark.slow
+def test_init_ray_starts_a_local_ray_or_joins_one_and_says_which(ray_local):
+    # no address: a local Ray with the custom resource; a second call leaves it alone
+    local = init_in_subprocess()
+    assert local == {"STARTED": "True", "AGAIN": "False",
+                     "RESOURCES": "[('CPU', 1.0), ('train_driver', 2.0)]"}
+    # an address: join that Ray (the session's, 2 CPUs); the local-only settings do not apply
+    joined = init_in_subprocess(ray_local.get_runtime_context().gcs_address)
+    assert joined == {"STARTED": "True", "AGAIN": "False", "RESOURCES": "[('CPU', 2.0)]"}
+    assert ray_local.is_initialized() and ray_local.cluster_resources()["CPU"] == 2.0
+
+
+def test_storage_paths_resolve_explicit_then_env_then_default(tmp_path, monkeypatch):
+    from ytmt.ray_local import resolve_storage
+
+    monkeypatch.delenv("YTMT_X_STORAGE", raising=False)
+    assert resolve_storage(None, "YTMT_X_STORAGE", "outputs/x", tmp_path) == \
+        str(tmp_path / "outputs" / "x")
+    monkeypatch.setenv("YTMT_X_STORAGE", "env/dir")
+    assert resolve_storage(None, "YTMT_X_STORAGE", "outputs/x", tmp_path) == \
+        str(tmp_path / "env" / "dir")
+    assert resolve_storage("/abs/runs", "YTMT_X_STORAGE", "outputs/x", tmp_path) == "/abs/runs"
+    assert resolve_storage("s3://bucket/runs", "YTMT_X_STORAGE", "x", tmp_path) == \
+        "s3://bucket/runs"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_storage("~/runs", "YTMT_X_STORAGE", "x", "/elsewhere") == \
+        str(tmp_path / "runs")

@@ -91,7 +91,7 @@ class SynthesizeConfig:
     compression_level: int = bounded(3, ge=1, le=22)  # zstd level
     workers: int = bounded(0, ge=0)  # processes; 0: every core of this machine
     backend: Literal["local", "ray"] = "local"
-    ray_address: str | None = None  # null: start a local Ray; "auto": join a running cluster
+    ray_address: str | None = None  # null: $RAY_ADDRESS, else a local Ray; "auto": join one
 
     def validate(self) -> None:
         if self.kernel_size % 2 != 1:
@@ -101,6 +101,11 @@ class SynthesizeConfig:
         if self.scale_min < self.size:
             raise ConfigError(f"scale_min = {self.scale_min}: must be >= size = {self.size} "
                               "(the crop must fit in the rescaled image)")
+        lowest_even = self.scale_min + self.scale_min % 2
+        if lowest_even > self.scale_max:
+            raise ConfigError(f"scale_min = {self.scale_min}, scale_max = {self.scale_max}: no "
+                              "even short side in the range (the rescale draws even sizes); "
+                              f"set scale_max >= {lowest_even}")
         if self.sigma_min > self.sigma_max:
             raise ConfigError(f"sigma_min = {self.sigma_min} > sigma_max = {self.sigma_max}")
         if self.gamma_min > self.gamma_max:

@@ -10,8 +10,9 @@ Layout under the shards root (``outputs/shards``)::
 Every part is written to ``part-XXXXX.parquet.tmp`` and renamed when closed, so a killed
 writer never leaves a file that looks finished; ``manifest.json`` (also written atomically)
 lists every split's parts with their row counts and byte sizes and is what readers trust.
-A re-run keeps finished parts whose ``fingerprint`` (a hash of the synthesis settings and
-the source images) matches and writes only what is missing.
+A re-run keeps finished parts whose ``fingerprint`` (a hash of the synthesis settings, the
+source files' bytes and the code that turns them into samples:
+:func:`ytmt.data.synthesis.fingerprint`) matches and writes only what is missing.
 
 One row per sample (all images the same size within a set):
 
@@ -47,6 +48,7 @@ exact: for synthetic rows ``M == min(T + R, 255)`` holds byte for byte.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -191,6 +193,18 @@ def write_manifest(root: Path, fingerprint: str, splits: dict[str, list[dict[str
         manifest["splits"][split] = {"rows": sum(e["rows"] for e in entries), "parts": entries}
     _fsync_write(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def shard_set_key(root: str | Path) -> str:
+    """A content key of the shard set under ``root``: the SHA-1 of its ``manifest.json``,
+    which holds the fingerprint of everything that produced the parts (settings, seed, the
+    inputs' bytes, the code) and every part's rows and bytes. Resume keys of trainings and
+    sweeps hash it. Raises FileNotFoundError when the set has no manifest (unfinished)."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing, so the shard set is incomplete; re-run "
+                                "synthesize to finish it")
+    return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:

@@ -163,7 +163,8 @@ class FetchReport:
 
 
 class ImageSink:
-    """Writes sanitised images and the index into a temporary folder renamed on commit."""
+    """Writes sanitised images and the index into ``<out>.tmp``; :meth:`commit` puts it in
+    place of ``out``."""
 
     def __init__(self, out: str | Path, report: FetchReport, min_side: int,
                  limit: int | None):
@@ -220,6 +221,12 @@ class ImageSink:
         return image_id
 
     def commit(self) -> None:
+        """Write the index and swap the folder in by renames: the old ``out`` is moved aside
+        to ``<out>.old``, the new folder renamed to ``out``, then the old one deleted. If
+        the second rename fails, the old folder is moved back. So ``out`` is only ever the
+        previous complete folder or the new one; it is absent only between the two renames
+        (a process killed right there leaves the previous folder in ``<out>.old``, which
+        the next commit removes)."""
         if len(self.entries) < 2:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise ValueError(f"fetch {self.report.source}: only {len(self.entries)} usable "
@@ -227,8 +234,17 @@ class ImageSink:
                              "needs at least 2 to pair a transmission with a reflection")
         index = {"source": self.report.source, "images": self.entries}
         (self.tmp / INDEX).write_text(json.dumps(index, indent=1) + "\n")
-        shutil.rmtree(self.out, ignore_errors=True)
-        os.replace(self.tmp, self.out)
+        old = self.out.with_name(self.out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)  # left by a fetch killed mid-commit
+        if self.out.exists():
+            os.replace(self.out, old)
+        try:
+            os.replace(self.tmp, self.out)
+        except BaseException:
+            if old.exists():
+                os.replace(old, self.out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_index(images: str | Path) -> list[dict[str, Any]]:

@@ -2,10 +2,6 @@
 
 Public API (stable; the sweep code builds on it)::
 
-    ensure_ray(num_cpus: int | None = None) -> bool
-        ray.init unless Ray is up: $RAY_ADDRESS (a cluster) or a local Ray on 127.0.0.1
-        (ytmt.ray_local.start_local_ray).
-        Returns True when this call started Ray.
     preflight(params: Params, shards: str | Path, tracking_uri: str | None = None) -> str
         Fails within seconds (MLflow unreachable, shards missing/incomplete) before any
         worker starts; returns the resolved absolute tracking URI.
@@ -44,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -56,7 +51,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ytmt.checkpoint import atomic_torch_save, load_checkpoint
 from ytmt.config import ConfigError, to_dict
 from ytmt.model_store import MODEL_FILE, ModelInfo, run_dir, write_info
-from ytmt.ray_local import start_local_ray
+from ytmt.ray_local import init_ray, resolve_storage
 from ytmt.train.config import TrainConfig
 from ytmt.train.components import resolve_params
 from ytmt.train.loop import CHECKPOINT_FILE, train_loop_per_worker
@@ -71,27 +66,10 @@ class ShardsMissing(FileNotFoundError):
 
 # --------------------------------------------------------------------------- Ray plumbing
 
-def ensure_ray(num_cpus: int | None = None) -> bool:
-    """Start (or connect to) Ray unless it is up. ``$RAY_ADDRESS`` selects a cluster;
-    otherwise a local Ray on 127.0.0.1 whose dashboard lets Ray Train's placement-group
-    cleaner tell a live run from a dead one (:mod:`ytmt.ray_local`). True if started here."""
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        start_local_ray(num_cpus)
-    return True
-
-
 def resolve_storage_path(cfg: TrainConfig, cwd: str | Path | None = None) -> str:
-    """``train.storage_path`` > ``$YTMT_RAY_STORAGE`` > ``<cwd>/outputs/ray_results``;
-    local paths made absolute (workers run in other directories), URIs kept."""
-    path = cfg.storage_path or os.environ.get(STORAGE_ENV) or "outputs/ray_results"
-    if "://" in path:
-        return path
-    p = Path(path).expanduser()
-    return str(p if p.is_absolute() else (Path(cwd or os.getcwd()) / p).resolve())
+    """``train.storage_path`` > ``$YTMT_RAY_STORAGE`` > ``<cwd>/outputs/ray_results``
+    (:func:`ytmt.ray_local.resolve_storage`)."""
+    return resolve_storage(cfg.storage_path, STORAGE_ENV, "outputs/ray_results", cwd)
 
 
 def scaling_config(cfg: TrainConfig) -> ray.train.ScalingConfig:
@@ -167,18 +145,17 @@ def _training_key(loop_config: dict[str, Any]) -> str:
     """A short hash of what determines the trained weights: the recipe (``seed``, ``model``,
     ``loss`` and the ``train`` keys of :meth:`TrainConfig.recipe`, so the runs listed, the
     logging cadence and the stores do not count), the run seed, the data and stage 1."""
+    from ytmt.data.shards import shard_set_key
+
     overrides = dict(loop_config["overrides"])
     if loop_config.get("seed") is not None:
         overrides["seed"] = loop_config["seed"]
     resolved = resolve_params(loop_config["params"], overrides)
     recipe = {k: to_dict(getattr(resolved, k)) for k in ("seed", "model", "loss")}
     recipe["train"] = resolved.train.recipe()
-    manifest = Path(loop_config["shards"]) / "manifest.json"
     stage1 = loop_config["stage1_checkpoint"]
     digest = {"variant": loop_config["variant"], "recipe": recipe,
-              "epochs": loop_config["epochs"],
-              "data": hashlib.sha1(manifest.read_bytes()).hexdigest()
-              if manifest.is_file() else loop_config["shards"],
+              "epochs": loop_config["epochs"], "data": shard_set_key(loop_config["shards"]),
               "stage1": hashlib.sha1(Path(stage1).read_bytes()).hexdigest() if stage1 else None}
     return hashlib.sha1(json.dumps(digest, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
@@ -251,7 +228,7 @@ def train_variant(params, variant: str, shards: str | Path, target: str | Path, 
     c = client(uri)
     try:
         if cfg.num_workers > 0:
-            ensure_ray()
+            init_ray()
         result = build_trainer(loop_config, cfg, ray_name, train_loop=train_loop).fit()
         if result.checkpoint is None:
             raise RuntimeError(f"{variant}: training reported no checkpoint")

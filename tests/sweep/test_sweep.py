@@ -104,6 +104,9 @@ def test_both_trials_are_mlflow_children_of_the_sweep_run(sweep):
     parent = parents[0]
     assert parent.info.run_id == sweep["summary"]["parent_run_id"]
     assert parent.info.status == "FINISHED"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    source = parent.data.tags["mlflow.source.name"]  # provenance, as mlflow.start_run sets it
+    assert parent.data.tags["mlflow.user"] and source
     children = c.search_runs([exp.experiment_id], filter_string=(
         f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"))
     assert len(children) == len(sweep["rows"]) == 2
@@ -112,6 +115,7 @@ def test_both_trials_are_mlflow_children_of_the_sweep_run(sweep):
     for row in sweep["rows"]:
         run = by_trial[row["trial_id"]]
         assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.source.name"] == source  # the driver's, not Ray's worker
         assert row["mlflow_run_id"] == run.info.run_id
         for key in ("loss.perceptual", "loss.exclusion"):  # the sampled weights as params
             assert float(run.data.params[key]) == pytest.approx(float(row[key]))

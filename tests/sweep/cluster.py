@@ -9,20 +9,15 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ytmt.ray_local import free_port
+
 VENV_BIN = Path(sys.executable).parent  # the venv's bin: ray, python
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LoopbackCluster:

@@ -1,11 +1,11 @@
-"""The sweep's configuration: search-space validation, resources, records. No Ray started."""
+"""The sweep's configuration (``tune``, :mod:`ytmt.sweep.config`) and search space, and a
+stage that refuses bad settings before Ray starts. No Ray started."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 import subprocess
 import sys
 import time
@@ -15,14 +15,10 @@ import pytest
 import yaml
 
 from ytmt.config import ConfigError
-from ytmt.params import load_params, parse_params
+from ytmt.params import load_params
 from ytmt.sweep.space import TUNABLE_LOSS_KEYS, grid_size, to_tune_space, validate_space
 
-from .conftest import REPO, sweep_params, tune_cmd
-
-
-def tune_section(**tune):
-    return parse_params({"tune": tune}).tune
+from .conftest import REPO, sweep_params, tune_cmd, tune_section
 
 
 def test_repo_params_declare_a_small_valid_sweep():
@@ -98,66 +94,6 @@ def test_space_maps_to_ray_tune_domains():
     assert grid_size(space) == 2
 
 
-def test_resource_check_refuses_trials_that_cannot_all_start():
-    from ytmt.sweep.run import SweepError, check_resources
-
-    two_cores = {"CPU": 2.0, "train_driver": 1.0}
-    check_resources(tune_section(), two_cores)  # 1 trial x 1 worker x 1 CPU
-    check_resources(tune_section(max_concurrent_trials=2), two_cores)
-    with pytest.raises(SweepError, match="2 concurrent trial.* need 4 CPU .* has 2"):
-        check_resources(tune_section(max_concurrent_trials=2, workers_per_trial=2), two_cores)
-    with pytest.raises(SweepError, match="need 0.01 train_driver .* has 0: start the nodes "
-                                         "with --resources"):
-        check_resources(tune_section(), {"CPU": 8.0})
-    with pytest.raises(SweepError, match="need 1 GPU"):
-        check_resources(tune_section(gpus_per_worker=1.0), two_cores)
-    # a driver that takes a CPU counts against the workers' CPUs
-    with pytest.raises(SweepError, match="need 3 CPU"):
-        check_resources(tune_section(workers_per_trial=2, driver_resources={"CPU": 1.0}),
-                        two_cores)
-
-
-def test_best_trial_is_the_best_final_metric_without_errors():
-    from ytmt.sweep.run import SweepError, best_row
-
-    rows = [{"trial_id": "a_00000", "status": "completed", "val_psnr_t": 20.0, "error": ""},
-            {"trial_id": "a_00001", "status": "stopped_early", "val_psnr_t": 21.0, "error": ""},
-            {"trial_id": "a_00002", "status": "error", "val_psnr_t": 99.0, "error": "boom"},
-            {"trial_id": "a_00003", "status": "completed", "val_psnr_t": 21.0, "error": ""}]
-    # completed trials only: the early-stopped a_00001 was judged at an earlier epoch
-    assert best_row(rows, "val_psnr_t", "max")["trial_id"] == "a_00003"
-    assert best_row(rows, "val_psnr_t", "min")["trial_id"] == "a_00000"
-    tie = [*rows, {**rows[3], "trial_id": "a_00004"}]
-    assert best_row(tie, "val_psnr_t", "max")["trial_id"] == "a_00003"  # tie: lowest id
-    only_stopped = [rows[1], {**rows[1], "trial_id": "a_00005", "val_psnr_t": 22.0}]
-    assert best_row(only_stopped, "val_psnr_t", "max")["trial_id"] == "a_00005"
-    with pytest.raises(SweepError, match="no trial reported val_psnr_t: a_00002: boom"):
-        best_row([rows[2], {**rows[0], "val_psnr_t": math.nan}], "val_psnr_t", "max")
-
-
-def test_sweep_key_changes_with_what_the_sweep_computes(tmp_path, shards):
-    from ytmt.sweep.run import sweep_key
-
-    base = load_params(sweep_params(tmp_path))
-    same_place = parse_params({**_plain(base), "tune": {**_plain(base)["tune"],
-                                                         "storage_path": "/elsewhere",
-                                                         "max_concurrent_trials": 2}})
-    other_space = parse_params({**_plain(base), "tune": {**_plain(base)["tune"], "space": {
-        "loss.exclusion": {"type": "choice", "values": [1.0, 3.0]}}}})
-    other_recipe = parse_params({**_plain(base), "train": {**_plain(base)["train"],
-                                                            "lr": base.train.lr * 2}})
-    key = sweep_key(base, shards)
-    assert sweep_key(same_place, shards) == key
-    assert sweep_key(other_space, shards) != key
-    assert sweep_key(other_recipe, shards) != key
-
-
-def _plain(params):
-    from ytmt.config import to_dict
-
-    return to_dict(params)
-
-
 def test_disabled_sweep_writes_empty_best_without_ray(tmp_path, shards):
     params = sweep_params(tmp_path, enabled=False)
     out = tmp_path / "out"
@@ -192,15 +128,6 @@ def test_missing_shards_fail_before_ray_starts(tmp_path):
     assert proc.returncode == 1
     assert "does not exist; run the synthesize stage first" in proc.stderr
     assert not (tmp_path / "tune_runs").exists()
-
-
-def test_two_stage_variant_is_refused_with_its_stage1_named(tmp_path, shards):
-    from ytmt.sweep.run import tuned_variant
-
-    params = load_params(sweep_params(tmp_path, variant="ytmt-uct"))
-    with pytest.raises(ConfigError, match="two-stage; sweep the loss weights on its stage-1 "
-                                          "variant \\('ytmt-ucs'\\)"):
-        tuned_variant(params)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from ytmt.config import to_dict
-from ytmt.params import Params
+from ytmt.params import Params, parse_params
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,6 +35,11 @@ def shards(tmp_path_factory) -> Path:
                            val_mixtures=4, test_mixtures=2, workers=1, chunk=8)
     synthesize_shards(root / "images", root / "shards", cfg, seed=0)
     return root / "shards"
+
+
+def tune_section(**tune):
+    """``TuneConfig`` parsed from ``tune`` entries (the rest default)."""
+    return parse_params({"tune": tune}).tune
 
 
 def sweep_params(tmp_path: Path, **tune) -> Path:

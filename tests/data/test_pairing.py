@@ -1,0 +1,70 @@
+"""Which photos make which mixtures (:mod:`ytmt.data.pairing`): disjoint splits, the
+per-epoch halves, and too few photos."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ytmt.data.pairing import pair_epochs, plan
+from ytmt.data.sources import read_index
+
+from .conftest import TINY
+
+
+def test_plan_epochs_halves_and_disjoint_splits(images_dir):
+    entries = read_index(images_dir)
+    plans = plan(entries, [], TINY, seed=0)
+    assert [len(plans[s]) for s in ("train", "val", "test")] == [24, 8, 8]
+    photos = {s: {i.t_id for i in p} | {i.r_id for i in p} for s, p in plans.items()}
+    assert not photos["train"] & photos["val"]
+    assert not photos["train"] & photos["test"]
+    assert not photos["val"] & photos["test"]
+    by_epoch: dict[int, list] = {}
+    for item in plans["train"]:
+        by_epoch.setdefault(item.epoch, []).append(item)
+    half = len(photos["train"]) // 2
+    for items in list(by_epoch.values())[:-1]:
+        assert len(items) == half
+        ts, rs = {i.t_id for i in items}, {i.r_id for i in items}
+        assert len(ts) == half and len(rs) == half and not ts & rs  # T half, R half
+    assert len(by_epoch) == 24 // half
+    assert by_epoch[0] != by_epoch[1]  # reshuffled each epoch
+
+
+def test_too_few_photos_for_held_out_splits(images_dir, tmp_path):
+    entries = read_index(images_dir)[:5]
+    with pytest.raises(ValueError, match="held-out photos"):
+        plan(entries, [], TINY, seed=0)
+    assert len(plan(entries, [], replace(TINY, val_mixtures=0, test_mixtures=0), 0)["val"]) == 0
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Fail with TimeoutError instead of hanging when the block runs longer than this."""
+    def expire(signum, frame):
+        raise TimeoutError(f"did not return within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_pairing_fewer_than_two_photos_fails_instead_of_looping():
+    rng = np.random.default_rng(0)
+    one = [{"id": "a", "path": "a.png"}]
+    assert pair_epochs(one, 0, rng) == [] and pair_epochs([], 0, rng) == []
+    for photos in (one, []):
+        with deadline(5), pytest.raises(ValueError, match=f"{len(photos)} photo\\(s\\) cannot "
+                                                          "give 3 mixtures: pairing a "
+                                                          "transmission with a reflection "
+                                                          "needs at least 2"):
+            pair_epochs(photos, 3, rng)

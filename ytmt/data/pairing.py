@@ -1,0 +1,117 @@
+"""Which photos make which mixtures: disjoint photo pools per split, the per-epoch pairing
+(the photo list reshuffled each epoch and split in halves, T half and R half) and the real
+pairs scattered into train. All drawn from ``seed``; :mod:`ytmt.data.synthesis` runs the plan.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ytmt.data.config import SynthesizeConfig
+from ytmt.data.layout import PairFiles
+from ytmt.data.shards import SPLITS
+from ytmt.data.sources import BadImage, load_rgb
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row to synthesise: a synthetic pair (T photo, R photo) or a real pair (I, T)."""
+
+    kind: str  # "synthetic" | "real"
+    t_id: str
+    t_path: str
+    r_id: str | None  # None for real pairs
+    r_path: str  # the R photo, or the real pair's blended image I
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Task:
+    split: str
+    chunk: int  # chunk index within the split
+    first_row: int
+    items: tuple[Item, ...]
+    seed: int
+
+
+def split_photos(entries: list[dict[str, Any]], cfg: SynthesizeConfig,
+                 seed: int) -> dict[str, list[dict[str, Any]]]:
+    """Disjoint photo pools for train / val / test (val and test hold out fractions of the
+    photos, at least 2 each when they have mixtures)."""
+    entries = sorted(entries, key=lambda e: e["id"])
+    order = np.random.default_rng([seed, 0]).permutation(len(entries))
+    shuffled = [entries[i] for i in order]
+
+    def held(frac: float, n_mix: int) -> int:
+        return 0 if n_mix == 0 else max(2, round(frac * len(entries)))
+
+    n_val = held(cfg.val_image_fraction, cfg.val_mixtures)
+    n_test = held(cfg.test_image_fraction, cfg.test_mixtures)
+    if len(entries) - n_val - n_test < 2:
+        raise ValueError(f"{len(entries)} photos cannot give val {n_val} + test {n_test} "
+                         "held-out photos and at least 2 training photos; fetch more photos "
+                         "or set val_mixtures / test_mixtures to 0")
+    return {"val": shuffled[:n_val], "test": shuffled[n_val:n_val + n_test],
+            "train": shuffled[n_val + n_test:]}
+
+
+def pair_epochs(photos: list[dict[str, Any]], n: int, rng: np.random.Generator) -> list[Item]:
+    """``n`` synthetic items: each epoch reshuffles ``photos`` and pairs the T half with the
+    R half, until ``n`` mixtures are planned. ValueError when ``n > 0`` and fewer than 2
+    photos are given (no pair exists)."""
+    if n > 0 and len(photos) < 2:
+        raise ValueError(f"{len(photos)} photo(s) cannot give {n} mixtures: pairing a "
+                         "transmission with a reflection needs at least 2")
+    half = len(photos) // 2
+    items: list[Item] = []
+    epoch = 0
+    while len(items) < n:
+        perm = rng.permutation(len(photos))
+        for k in range(min(half, n - len(items))):
+            t, r = photos[perm[k]], photos[perm[half + k]]
+            items.append(Item("synthetic", t["id"], t["path"], r["id"], r["path"], epoch))
+        epoch += 1
+    return items
+
+
+def check_real_pairs(pairs: Sequence[PairFiles], min_side: int) -> tuple[list[PairFiles],
+                                                                          Counter]:
+    """Real pairs whose two images decode (bad ones counted by reason, not fatal)."""
+    good, skipped = [], Counter()
+    for p in pairs:
+        try:
+            load_rgb(p.blended, min_side)
+            load_rgb(p.transmission, min_side)
+        except BadImage as err:
+            skipped[err.reason] += 1
+            continue
+        good.append(p)
+    return good, skipped
+
+
+def plan(entries: list[dict[str, Any]], real_pairs: Sequence[PairFiles],
+         cfg: SynthesizeConfig, seed: int) -> dict[str, list[Item]]:
+    """Every split's rows in order (real pairs scattered at seeded positions in train)."""
+    pools = split_photos(entries, cfg, seed)
+    counts = {"train": cfg.train_mixtures, "val": cfg.val_mixtures, "test": cfg.test_mixtures}
+    plans = {}
+    for i, split in enumerate(SPLITS):
+        plans[split] = pair_epochs(pools[split], counts[split],
+                                   np.random.default_rng([seed, 1, i]))
+    real = [Item("real", p.name, str(p.transmission), None, str(p.blended), copy)
+            for copy in range(cfg.real_copies) for p in real_pairs]
+    if real:
+        train = plans["train"]
+        total = len(train) + len(real)
+        where = set(np.random.default_rng([seed, 2]).choice(total, len(real), replace=False)
+                    .tolist())
+        synth, reals, merged = iter(train), iter(real), []
+        for pos in range(total):
+            merged.append(next(reals) if pos in where else next(synth))
+        plans["train"] = merged
+    return plans
