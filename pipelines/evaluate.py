@@ -5,7 +5,6 @@ manifest lists; report in --out, one `dvc metrics` row per run and set under --m
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from ytmt.evaluation.evaluate import run_evaluation
@@ -22,7 +21,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", default="outputs/metrics/eval",
                     help="folder: <set>/<variant>-seed<k>.json")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params)
     summary = run_evaluation(params.evaluate, args.models, args.shards, args.manifest,
                              args.out, args.metrics, tracking_uri=params.train.tracking_uri,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -21,7 +20,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", default="outputs/eval", help="the evaluate stage's output")
     ap.add_argument("--out", default="outputs/registry.json")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_params(args.params).register
     summary_path = Path(args.eval) / "summary.json"
     if not summary_path.is_file():

@@ -3,16 +3,19 @@
 ::
 
     ytmt variants                                  # the network variants, one per line
-    ytmt separate PATH... --model MODEL --out DIR [--tile N --overlap N --device cpu|cuda]
+    ytmt separate PATH... --model MODEL --out DIR [--recursive] [--tile N --overlap N]
+                                                  [--device cpu|cuda]
     ytmt fetch-data SET... --data DIR [--from ARCHIVE | --url URL] [--wild-list 454|500]
                                       [--real20-copy real20_420|full] [--lock FILE]
 
-``separate`` takes image files and folders (their images, not recursive); MODEL is a ytmt
-checkpoint file or an MLflow model URI (``models:/ytmt-ytmt-ucs@champion``,
-``models:/<name>/<version>``, ``runs:/<run id>/model``). For every input ``<stem>.<ext>`` it
-writes ``DIR/<stem>_T.png`` (transmission) and ``DIR/<stem>_R.png`` (reflection), 8-bit RGB of
-the input's size (after its EXIF orientation). Unreadable inputs are reported and skipped; the
-exit status is 1 when any input failed, 2 for usage errors.
+``separate`` takes image files and folders (their images; ``--recursive``: sub-folders too,
+mirrored under DIR); MODEL is a ytmt checkpoint file or an MLflow model URI
+(``models:/ytmt@champion``, ``models:/<name>/<version>``, ``runs:/<run id>/model``). For every
+input ``<stem>.<ext>`` it writes ``DIR/<stem>_T.png`` (transmission) and ``DIR/<stem>_R.png``
+(reflection), 8-bit RGB of the input's size (after its EXIF orientation); inputs that would
+share names get distinct ones (``IMG_1_jpg``, ``IMG_1_png``: :mod:`ytmt.photos`). Unreadable
+inputs are reported and skipped; the exit status is 1 when any input failed, 2 for usage
+errors.
 
 ``fetch-data`` downloads benchmark sets (real20, objects, postcard, wild, nature, real_train;
 sir2 = the three SIR² ones) into DIR in the common layout (docs/data.md); ``--from`` takes an
@@ -27,7 +30,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ytmt.data.layout import IMAGE_SUFFIXES
 
 
 def _positive_or_zero(text: str) -> int:
@@ -53,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="checkpoint file or MLflow model URI (models:/<name>@champion, "
                           "models:/<name>/<version>, runs:/<run id>/model)")
     sep.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    sep.add_argument("--recursive", action="store_true",
+                     help="also the images in sub-folders of folder inputs (mirrored in --out)")
     sep.add_argument("--tile", type=_positive_or_zero, default=DEFAULT_TILE,
                      help=f"tile size in pixels, a multiple of 16 (default {DEFAULT_TILE}; "
                           "0: whole image in one pass, memory grows with the area)")
@@ -110,31 +114,6 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given; folders → their image files (sorted, not recursive). Errors for missing
-    paths, empty folders and two inputs that would write the same output names."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir()
-                           if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ValueError(f"{p}: folder holds no images "
-                                 f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise ValueError(f"{p}: no such file or folder")
-    seen: dict[str, Path] = {}
-    for f in files:
-        if f.stem in seen and seen[f.stem] != f:
-            raise ValueError(f"{seen[f.stem]} and {f} would both write {f.stem}_T.png; "
-                             "separate them into different --out folders")
-        seen[f.stem] = f
-    return list(dict.fromkeys(files))
-
-
 def cmd_variants() -> int:
     from ytmt import VARIANTS
 
@@ -155,15 +134,18 @@ def cmd_separate(args: argparse.Namespace) -> int:
     tile = args.tile or None
     if tile is not None:
         check_tiling(tile, args.overlap)
-    files = expand_inputs(args.paths)
+    from ytmt.photos import plan_photos
+
+    photos = plan_photos(args.paths, recursive=args.recursive)
     try:
         model = load_separator(args.model, tracking_uri=args.tracking_uri)
     except MlflowException as err:
         raise ValueError(f"--model {args.model}: {err.message}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
-    with tqdm(total=len(files), unit="img", desc="separate", file=sys.stderr) as bar:
-        for path in files:
+    with tqdm(total=len(photos), unit="img", desc="separate", file=sys.stderr) as bar:
+        for photo in photos:
+            path = photo.path
             bar.set_postfix_str(path.name)
             try:
                 image = load_image(path)
@@ -178,10 +160,11 @@ def cmd_separate(args: argparse.Namespace) -> int:
                 t_hat, r_hat = separate(model, image, tile=tile, overlap=args.overlap,
                                         device=args.device,
                                         progress=lambda done, total: tiles.update(1))
-            save_png(t_hat, args.out / f"{path.stem}_T.png")
-            save_png(r_hat, args.out / f"{path.stem}_R.png")
+            t_path, r_path = photo.outputs(args.out)
+            save_png(t_hat, t_path)
+            save_png(r_hat, r_path)
             bar.update(1)
-    done = len(files) - failed
+    done = len(photos) - failed
     print(f"wrote {done} pair(s) to {args.out}" + (f"; {failed} input(s) failed" if failed
                                                     else ""), file=sys.stderr)
     return 1 if failed else 0

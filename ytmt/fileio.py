@@ -2,6 +2,9 @@
 
 A killed process leaves either the old file or the complete new one under the final name,
 never a truncated one (only a hidden ``.<name>.*.tmp`` that the next write does not read).
+Files get the permissions a plain ``open()`` would give them (``0666`` less the umask, so
+usually ``0644``), not the ``0600`` of the temporary file, so a team sharing a cluster
+filesystem can read each other's models.
 """
 
 from __future__ import annotations
@@ -14,14 +17,30 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (``os.umask`` sets
+    it, which would race with other threads, e.g. in a Ray worker)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Create ``path`` atomically; ``write`` fills the open binary file."""
+    """Create ``path`` atomically, with the umask's permissions; ``write`` fills the open
+    binary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -35,6 +54,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
+
+
+def partial_dir(final: str | Path) -> Path:
+    """A new empty folder beside ``final`` to build it in (then :func:`replace_dir`), with
+    the umask's permissions (``tempfile.mkdtemp`` makes it ``0700``)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return tmp
 
 
 def replace_dir(src: str | Path, dst: str | Path) -> None:

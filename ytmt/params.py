@@ -49,7 +49,12 @@ def replace(params: Params, **sections: Any) -> Params:
 
 
 def run_stage(main: Callable[[], int | None]) -> int:
-    """Run a stage's ``main`` and turn a ConfigError into one clear line and exit code 2."""
+    """Run a stage's ``main``: its logging set up (:mod:`ytmt.logs`: quiet console, full log
+    in ``outputs/logs/<stage>.log``), and a ConfigError turned into one clear line and exit
+    code 2."""
+    from ytmt.logs import configure_stage_logging, stage_log_name
+
+    configure_stage_logging(stage_log_name(sys.argv))
     try:
         return main() or 0
     except ConfigError as err:

@@ -19,6 +19,12 @@ dead. Two things make it misjudge a live run:
 
 So a local Ray is started with the dashboard (on 127.0.0.1, a free port) and a GCS port
 chosen up front, which every worker gets in ``$RAY_ADDRESS``.
+
+It is also quiet: Ray's notice that token authentication is on by default (it stays on) is
+not printed, Ray's own driver logging
+is at WARNING, worker lines reach the console without Ray's ``(pid=...)`` prefix, and the
+preemption watcher (for cloud spot nodes, which a local Ray has none of) is off. Everything
+Ray logs still lands in its session folder (``/tmp/ray/session_latest/logs``).
 """
 
 from __future__ import annotations
@@ -40,18 +46,28 @@ def start_local_ray(num_cpus: int | None = None, resources: dict[str, float] | N
                     **init_kwargs: Any) -> None:
     """``ray.init`` a new local Ray (loopback only) as the module docstring explains;
     ``init_kwargs`` go to ``ray.init`` (e.g. ``log_to_driver``)."""
+    import logging
+
     import ray
 
     gcs_port = free_port()
     previous = os.environ.get("RAY_GCS_SERVER_PORT")
     os.environ["RAY_GCS_SERVER_PORT"] = str(gcs_port)
+    # Ray announces, at WARNING, that token authentication is on by default: it stays on
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = notice.level
+    notice.setLevel(logging.ERROR)
+    env = {"RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+    init_kwargs.setdefault("logging_level", logging.WARNING)
+    init_kwargs.setdefault("logging_config", ray.LoggingConfig(encoding="TEXT",
+                                                               log_level="WARNING"))
     try:
         ray.init(address="local", num_cpus=num_cpus, resources=resources,
                  _node_ip_address="127.0.0.1", include_dashboard=True,
                  dashboard_host="127.0.0.1", dashboard_port=free_port(),
-                 runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}},
-                 **init_kwargs)
+                 runtime_env={"env_vars": env}, **init_kwargs)
     finally:
+        notice.setLevel(level)
         if previous is None:
             os.environ.pop("RAY_GCS_SERVER_PORT", None)
         else:

@@ -13,7 +13,8 @@ from PIL import Image
 
 import ytmt
 from ytmt.checkpoint import UnsafeCheckpoint, load_checkpoint, model_from_checkpoint
-from ytmt.cli import expand_inputs, main
+from ytmt.cli import main
+from ytmt.photos import plan_photos
 from ytmt.inference import load_image, separate
 from ytmt.serving import load_separator
 
@@ -67,12 +68,31 @@ def test_separate_reports_non_images_and_usage_errors(tmp_path, tiny_checkpoint,
     assert main(["separate", str(good), "--model", str(tmp_path / "nope.pt"),
                  "--out", str(tmp_path)]) == 2
     assert "neither a checkpoint file nor an MLflow model URI" in capsys.readouterr().err
-    _write(tmp_path / "x" / "good.png", np.zeros((20, 20, 3), np.uint8))
-    with pytest.raises(ValueError, match="would both write good_T.png"):
-        expand_inputs([good, tmp_path / "x"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="folder holds no images"):
-        expand_inputs([tmp_path / "empty"])
+        plan_photos([tmp_path / "empty"])
+
+
+def test_same_stems_get_distinct_names_and_recursive_mirrors_folders(tmp_path, capsys,
+                                                                      tiny_checkpoint):
+    """RAW+JPEG-style exports (IMG_1.jpg and IMG_1.png), the same name in two folders, and
+    --recursive: every photo is separated, none overwrites another."""
+    shots = tmp_path / "shots"
+    rng = np.random.default_rng(0)
+    for rel in ("IMG_1.jpg", "IMG_1.png", "IMG_2.png", "day2/IMG_1.png", "day2/deep/a.png"):
+        _write(shots / rel, rng.integers(0, 255, (20, 24, 3), dtype=np.uint8))
+    _write(tmp_path / "other" / "IMG_2.png", np.zeros((20, 24, 3), np.uint8))
+    names = {p.path.relative_to(tmp_path).as_posix(): str(p.name)
+             for p in plan_photos([shots, tmp_path / "other"], recursive=False)}
+    assert names == {"shots/IMG_1.jpg": "IMG_1_jpg", "shots/IMG_1.png": "IMG_1_png",
+                     "other/IMG_2.png": "IMG_2_png", "shots/IMG_2.png": "IMG_2_png-2"}  # sorted
+    out = tmp_path / "out"
+    args = ["--model", str(tiny_checkpoint), "--out", str(out), "--tile", "0"]
+    assert main(["separate", str(shots), "--recursive", *args]) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == sorted(f"{n}_{layer}.png" for n in (
+        "IMG_1_jpg", "IMG_1_png", "IMG_2", "day2/IMG_1", "day2/deep/a") for layer in "TR")
+    assert "wrote 5 pair(s)" in capsys.readouterr().err
 
 
 class Payload:

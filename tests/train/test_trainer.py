@@ -79,7 +79,8 @@ def _png_b64(height: int, width: int) -> str:
 
 def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
     """`python pipelines/train.py --variant ytmt-ucs --seed 0` (the DVC stage train@ytmt-ucs-0)
-    with the tune stage's weights: the model folder, the run's metrics row and plots, and an
+    on two Ray Train workers with the tune stage's weights: a quiet console (one line per
+    epoch, one warning, no Ray internals) with the full log in outputs/logs/, the model folder, the run's metrics row and plots, and an
     MLflow run with the resolved config, provenance, its datasets, per-epoch metrics and
     sample images at step = epoch; the logged model loads back with mlflow.pyfunc and
     separates images of two sizes. (Two-stage runs and seeds: tests/train/test_seeds.py.)"""
@@ -89,7 +90,7 @@ def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
     from ytmt.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
     params = tiny_params(tmp_path, train__epochs=2, train__max_steps_per_epoch=1,
-                         train__sample_every=1)
+                         train__sample_every=1, train__num_workers=2)  # Ray Train DDP
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "best.yaml").write_text("loss.perceptual: 0.05\n")
     out, metrics, plots = tmp_path / "model", tmp_path / "val.json", tmp_path / "plots"
@@ -102,7 +103,17 @@ def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
          str(metrics), "--plots", str(plots)], cwd=tmp_path, env=env, capture_output=True,
         text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "epoch 2/2 step 1/1 loss" in proc.stdout  # console progress
+    # one progress line per epoch, once; the random-VGG warning once; no Ray internals
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("[ytmt-ucs] epoch")]
+    assert [line.split()[2] for line in epochs] == ["1/2", "2/2"], proc.stdout
+    assert all("val PSNR T" in line and "ETA" in line for line in epochs)
+    console = proc.stdout + proc.stderr
+    assert console.count("SEEDED RANDOM") == 1, console  # vgg_weights random: said once
+    for noise in ("Reporting training result", "PreemptionWatcher", "Token authentication",
+                  "pid=", "Started a local Ray", "INFO mlflow", "Downloading artifacts"):
+        assert noise not in console, (noise, console)
+    log = (tmp_path / "outputs" / "logs" / "train-ytmt-ucs-seed0.log").read_text()
+    assert "SEEDED RANDOM" in log and "INFO mlflow" in log  # the full log
     assert set(json.loads(metrics.read_text())) == {"psnr_t", "ssim_t", "psnr_in", "img_s"}
     assert (plots / "curves" / "ytmt-ucs-seed0.png").stat().st_size > 0
     rows = (plots / "val_psnr" / "ytmt-ucs-seed0.csv").read_text().splitlines()

@@ -120,30 +120,54 @@ def candidate_paths(path: str | Path | None = None) -> list[Path]:
     return found
 
 
+def find_vgg19(path: str | Path | None = None) -> Path | None:
+    """The first of :func:`candidate_paths` that exists (None: no ImageNet weights here)."""
+    return next((p for p in candidate_paths(path) if p.is_file()), None)
+
+
+def random_fallback_warning(path: str | Path | None, seed: int) -> str:
+    where = ", ".join(str(p) for p in candidate_paths(path))
+    return (f"!!! VGG-19 ImageNet weights NOT FOUND (looked at: {where}). Using SEEDED RANDOM "
+            f"weights (seed={seed}) for the hypercolumn and perceptual loss: results are NOT "
+            f"comparable with the paper. Download {VGG19_URL} or set model.vgg_path; use "
+            f"vgg_weights=imagenet to refuse running without them. !!!")
+
+
+def warn_if_random(mode: str, path: str | Path | None = None, seed: int = 0) -> bool:
+    """Before workers start: say once (log warning) that ``mode`` ``auto`` will fall back to
+    random weights here, or that ``random`` was asked for. True if VGG will be random."""
+    if mode == "random":
+        log.warning("VGG-19: SEEDED RANDOM weights (model.vgg_weights=random, seed=%d): "
+                    "results are not comparable with the paper", seed)
+        return True
+    if mode == "auto" and find_vgg19(path) is None:
+        log.warning("%s", random_fallback_warning(path, seed))
+        return True
+    return False
+
+
 def load_vgg19(mode: str = "auto", path: str | Path | None = None,
-               seed: int = 0) -> VGG19Features:
-    """A frozen VGG19Features per ``mode``; ``.weights`` says what was actually loaded."""
+               seed: int = 0, warn: bool = True) -> VGG19Features:
+    """A frozen VGG19Features per ``mode``; ``.weights`` says what was actually loaded.
+    ``warn`` False: no warning when ``auto`` falls back to random weights (the caller said
+    so once already, :func:`warn_if_random`)."""
     if mode not in ("imagenet", "auto", "random"):
         raise ValueError(f"vgg_weights = {mode!r}: expected imagenet, auto or random")
     vgg = VGG19Features()
     if mode != "random":
-        paths = candidate_paths(path)
-        for p in paths:
-            if p.is_file():
-                vgg.load_torchvision(p)
-                log.info("VGG-19: ImageNet weights from %s", p)
-                return vgg.eval()
-        where = ", ".join(str(p) for p in paths)
+        found = find_vgg19(path)
+        if found is not None:
+            vgg.load_torchvision(found)
+            log.info("VGG-19: ImageNet weights from %s", found)
+            return vgg.eval()
         if mode == "imagenet":
+            where = ", ".join(str(p) for p in candidate_paths(path))
             raise VGGWeightsMissing(
                 f"vgg_weights=imagenet but torchvision's VGG-19 weights were not found "
                 f"(looked at: {where}). Download {VGG19_URL} to one of those paths, or set "
                 f"model.vgg_path (or YTMT_VGG19_PATH) to the file.")
-        log.warning(
-            "!!! VGG-19 ImageNet weights NOT FOUND (looked at: %s). Using SEEDED RANDOM "
-            "weights (seed=%d) for the hypercolumn and perceptual loss: results are NOT "
-            "comparable with the paper. Download %s or set model.vgg_path; use "
-            "vgg_weights=imagenet to refuse running without them. !!!", where, seed, VGG19_URL)
+        if warn:
+            log.warning("%s", random_fallback_warning(path, seed))
     vgg.randomize(seed)
     return vgg.eval()
 

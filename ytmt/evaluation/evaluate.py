@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 
 from ytmt.evaluation.config import EvaluateConfig
 from ytmt.evaluation.outputs import aggregate, case_grid_png, rows_to_csv, write_dvc_metrics
-from ytmt.fileio import atomic_write_text, replace_dir
+from ytmt.fileio import atomic_write_text, partial_dir, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +289,7 @@ def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Pa
         check_tracking_uri(tracking_uri)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+    out = partial_dir(final)
     try:
         summary = _evaluate_into(cfg, entries, sets, out, tracking_uri, log_mlflow)
         replace_dir(out, final)
@@ -354,8 +352,10 @@ def _evaluate_into(cfg: EvaluateConfig, entries: list[ModelEntry], sets: list[Ev
 
     present = [s for s in sets if s.present]
     for s in sets:
-        if not s.present:
-            log.warning("set %s is absent%s", s.name, f": {s.error}" if s.error else "")
+        if s.error:
+            log.warning("set %s cannot be read: %s", s.name, s.error)
+        elif not s.present:
+            log.info("set %s is absent (%s)", s.name, s.path or "not configured")
     columns = ["variant", "seed", "set", "image", "reflection_source",
                *metric_names(cfg.protocols)]
     all_rows: list[dict[str, Any]] = []

@@ -7,13 +7,12 @@ import csv
 import io
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ytmt.fileio import atomic_write_text, replace_dir
+from ytmt.fileio import atomic_write_text, partial_dir, replace_dir
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
@@ -85,8 +84,7 @@ def write_dvc_metrics(models: list[dict[str, Any]], metrics_dir: str | Path) -> 
     from ytmt.model_store import run_label
 
     final = Path(metrics_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+    tmp = partial_dir(final)
     try:
         for model in models:
             for set_name, m in model["sets"].items():

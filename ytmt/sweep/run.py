@@ -92,6 +92,10 @@ def run_sweep(params, shards: str | Path, out_dir: str | Path, *,
     uri = preflight(params, shards, tracking_uri or tcfg.tracking_uri)
     shards = str(check_shards(shards))  # absolute: trials run in other directories
     plan = plan_sweep(params, shards, storage_path)
+    from ytmt.archs.vgg import warn_if_random
+
+    m = params.model
+    warn_if_random(m.vgg_weights, m.vgg_path, m.vgg_seed)  # once here, not in every trial
     if fresh:
         for path in plan.state_paths:
             _delete_path(path)
@@ -169,7 +173,7 @@ def _tuner(params, plan: SweepPlan, context: TrialContext, restoring: bool,
             search_alg=BasicVariantGenerator(  # Tune ignores max_concurrent_trials
                 random_state=params.seed, max_concurrent=tcfg.max_concurrent_trials)),
         run_config=tune.RunConfig(name=plan.name, storage_path=plan.storage,
-                                  callbacks=[recorder],
+                                  callbacks=[recorder], verbose=0,  # progress: our lines
                                   failure_config=tune.FailureConfig(max_failures=0)))
 
 

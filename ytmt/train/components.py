@@ -61,12 +61,14 @@ class Components:
     vgg: VGG19Features
 
 
-def build_components(params, variant: str) -> Components:
+def build_components(params, variant: str, warn_random_vgg: bool = True) -> Components:
     """Components with their initial weights, seeded by ``params.seed``: every rank builds
-    the same network (DDP broadcasts rank 0's weights anyway)."""
+    the same network (DDP broadcasts rank 0's weights anyway). ``warn_random_vgg`` False:
+    the caller has already said, once, that VGG falls back to random weights
+    (:func:`ytmt.archs.vgg.warn_if_random`)."""
     mcfg = params.model
     torch.manual_seed(params.seed)
-    vgg = load_vgg19(mcfg.vgg_weights, mcfg.vgg_path, mcfg.vgg_seed)
+    vgg = load_vgg19(mcfg.vgg_weights, mcfg.vgg_path, mcfg.vgg_seed, warn=warn_random_vgg)
     model = build_model(variant, width=mcfg.width, hypercolumn=mcfg.hypercolumn, vgg=vgg,
                         plain_layers=mcfg.plain_layers, fuse_streams=params.train.fuse_streams)
     criterion = SeparationLoss(params.loss, vgg)

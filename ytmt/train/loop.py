@@ -17,6 +17,8 @@ key                    meaning
 ``stage1_checkpoint``  two-stage variants: the trained stage-1 checkpoint (frozen)
 ``mlflow``             optional ``{"tracking_uri": str, "run_id": str | None}``: the run is
                        created and ended by the caller; rank 0 logs into it
+``in_process``         true when the loop runs in the calling process (``num_workers: 0``):
+                       it then keeps its last checkpoint folder and leaves logging alone
 ``dataset_fn``         optional ``fn(root, split, crop, augment, seed, rank, world_size)``
                        returning the IterableDataset (default: ``ytmt.data.reader.ShardDataset``)
 =====================  ===================================================================
@@ -35,6 +37,7 @@ epochs already in the run): after a worker restart no epoch is missing or double
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import tempfile
@@ -49,7 +52,6 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-from ray.train.v2.api.context import LocalTrainContext
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -205,11 +207,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     dataset_fn: DatasetFn = config.get("dataset_fn") or shard_dataset
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if not config.get("in_process"):
+        # a Ray worker: Ray Train's per-rank INFO lines ("Reporting training result ...")
+        # stay out of the console, which shows rank 0's progress lines
+        logging.getLogger().setLevel(logging.WARNING)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     device = ray.train.torch.get_device()
 
-    parts = build_components(params, variant)
+    parts = build_components(params, variant, warn_random_vgg=False)  # the driver warned
     model, criterion, disc, vgg = parts.model, parts.criterion, parts.discriminator, parts.vgg
     spec = model_spec(model, mcfg.width, mcfg.plain_layers)
 
@@ -272,16 +278,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                          "variant": variant, "started_from_epochs": starts})
         for record in history:  # epochs checkpointed before a restart, if not yet logged
             logger.log_epoch(int(record["epoch"]), record)
-    if rank == 0:
-        if not vgg.weights.is_imagenet:
-            console(f"[{variant}] WARNING: VGG-19 has RANDOM weights ({vgg.weights.source}); "
-                    "hypercolumn and perceptual loss are not the paper's")
-        if start_epoch:
-            console(f"[{variant}] resumed after epoch {start_epoch}")
+    if rank == 0 and start_epoch:
+        console(f"[{variant}] resumed after epoch {start_epoch}")
 
     progress = Progress(variant, cfg.epochs, steps, world * cfg.batch_size,
                         start_epoch=start_epoch, every=cfg.log_every_steps)
-    ckpt_dirs = _CheckpointDirs(keep_last=isinstance(ctx, LocalTrainContext))
+    ckpt_dirs = _CheckpointDirs(keep_last=bool(config.get("in_process")))
     for epoch in range(start_epoch, cfg.epochs):
         lr = learning_rate(epoch, cfg)
         for o in (opt, opt_d):
@@ -349,7 +351,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             console(f"[{variant}] epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} "
                     f"val PSNR T {record['val_psnr_t']:.2f} dB "
                     f"(input {record['val_psnr_t_input']:.2f}) R {record['val_psnr_r']:.2f} dB, "
-                    f"{record['images_per_s']:.1f} img/s")
+                    f"{record['images_per_s']:.1f} img/s, ETA {progress.eta()}")
         if logger is not None:
             logger.log_epoch(epoch + 1, record)
             last = epoch + 1 == cfg.epochs

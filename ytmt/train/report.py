@@ -32,7 +32,9 @@ def console(message: str) -> None:
 
 
 class Progress:
-    """Console progress of one run: ``epoch e/E step s/S loss .. img/s .. ETA h:mm:ss``.
+    """Console progress of one run, from rank 0: a line at the end of every epoch (the loop's,
+    with :meth:`eta`), and within long epochs every ``every`` steps
+    ``epoch e/E step s/S loss .. img/s ETA h:mm:ss``.
 
     ``images_per_step`` is the global batch (all workers). The ETA extrapolates the mean
     step time of this process over the steps left in all remaining epochs.
@@ -45,18 +47,24 @@ class Progress:
         self.start_epoch = start_epoch
         self.t0 = time.perf_counter()
         self.done = 0
+        self.left = (epochs - start_epoch) * self.steps
 
     def step(self, epoch: int, step: int, loss: float) -> None:
         """After step ``step`` (1-based) of epoch ``epoch`` (1-based)."""
         self.done += 1
-        if step % self.every and step != self.steps:
+        self.left = (self.epochs - epoch) * self.steps + (self.steps - step)
+        if step % self.every or step == self.steps:  # the epoch's own line follows
             return
-        elapsed = time.perf_counter() - self.t0
-        per_step = elapsed / self.done
-        left = (self.epochs - epoch) * self.steps + (self.steps - step)
+        per_step = (time.perf_counter() - self.t0) / self.done
         self.printer(f"[{self.name}] epoch {epoch}/{self.epochs} step {step}/{self.steps} "
                      f"loss {loss:.4f} {self.images_per_step / per_step:.1f} img/s "
-                     f"ETA {format_seconds(left * per_step)}")
+                     f"ETA {self.eta()}")
+
+    def eta(self) -> str:
+        """Time left for the remaining steps at this run's mean step time so far."""
+        if not self.done:
+            return "?"
+        return format_seconds(self.left * (time.perf_counter() - self.t0) / self.done)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -94,7 +94,10 @@ def build_trainer(loop_config: dict[str, Any], cfg: TrainConfig, name: str,
         name=name, storage_path=storage_path or resolve_storage_path(cfg),
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        callbacks=callbacks)
+        callbacks=callbacks,
+        # Ray Train's own INFO lines (worker group start, each report from every rank) go to
+        # Ray's session logs only; the run's progress is the loop's console lines
+        logging_config=ray.train.LoggingConfig(log_level="WARNING"))
     return TorchTrainer(train_loop, train_loop_config=loop_config,
                         torch_config=TorchConfig(backend=backend_name(cfg)),
                         scaling_config=scaling_config(cfg), run_config=run_config)
@@ -135,6 +138,7 @@ def make_loop_config(params, variant: str, shards: str | Path, *,
     """``seed`` None: the loop uses ``params.seed``."""
     get_variant(variant)
     return {"params": to_dict(params), "variant": variant, "shards": str(Path(shards).resolve()),
+            "in_process": params.train.num_workers == 0,
             "overrides": dict(overrides or {}), "epochs": epochs,
             "seed": None if seed is None else int(seed),
             "stage1_checkpoint": str(stage1_checkpoint) if stage1_checkpoint else None,
@@ -220,6 +224,10 @@ def train_variant(params, variant: str, shards: str | Path, target: str | Path, 
                                          resume=cfg.num_workers > 0)
     loop_config["mlflow"]["run_id"] = run_id
     _log_shards(uri, run_id, shards)
+    from ytmt.archs.vgg import warn_if_random
+
+    m = params.model
+    warn_if_random(m.vgg_weights, m.vgg_path, m.vgg_seed)  # once here, not in every worker
     print(f"[{variant} seed {seed}] MLflow run {run_id} (experiment {cfg.experiment!r}, {uri}); "
           f"Ray run {ray_name}, {cfg.num_workers} worker(s)", flush=True)
 
