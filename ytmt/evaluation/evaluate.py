@@ -56,6 +56,7 @@ class ModelEntry:
     model_uri: str | None
     val_metrics: dict[str, float]
     vgg_weights: str | None
+    source: str | None = None  # imported models (evaluate.imported): the file they came from
 
     @property
     def key(self) -> str:
@@ -85,15 +86,19 @@ def _seed_from_path(rel: Path) -> int | None:
     return None
 
 
-def discover_models(models_dir: str | Path, default_seed: int = 0) -> list[ModelEntry]:
+def discover_models(models_dir: str | Path, default_seed: int = 0,
+                    required: bool = True) -> list[ModelEntry]:
     """Every ``model.pt`` below ``models_dir`` (sorted by variant, then seed).
 
     variant: the JSON's ``variant``, else the checkpoint's. seed: the JSON's ``seed``, else a
     ``seed<k>`` folder in the path, else ``default_seed``. Validation metrics: ``val_*`` keys
-    at the JSON's top level or in its ``metrics`` mapping."""
+    at the JSON's top level or in its ``metrics`` mapping. ``required=False``: no models is
+    not an error (imported models are scored)."""
     from ytmt.checkpoint import load_checkpoint
 
     root = Path(models_dir)
+    if not required and not any(root.rglob("model.pt")):
+        return []
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no trained models (run the train stage first)")
     entries: dict[tuple[str, int], ModelEntry] = {}
@@ -122,6 +127,30 @@ def discover_models(models_dir: str | Path, default_seed: int = 0) -> list[Model
     return sorted(entries.values(), key=lambda e: (e.variant, e.seed))
 
 
+def discover_imported(imported: dict[str, str]) -> list[ModelEntry]:
+    """The models of params ``evaluate.imported`` (name → folder of ``ytmt import-authors``),
+    each scored under its name as ``variant``, seed 0, without validation metrics."""
+    from ytmt.checkpoint import load_checkpoint
+
+    entries = []
+    for name, folder in imported.items():
+        path = Path(folder) / "model.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluate.imported.{name}: {path} not found (make it with "
+                                    f"`ytmt import-authors FILE --out {folder}`)")
+        info = _read_info(path.parent)
+        ckpt = load_checkpoint(path)
+        src = info.get("source") or {}
+        source = (f"{src.get('file', '?')} (sha256 {str(src.get('sha256', '?'))[:12]}, epoch "
+                  f"{src.get('epoch')}, iterations {src.get('iterations')})")
+        entries.append(ModelEntry(variant=name, seed=0, path=str(path.resolve()),
+                                  run_id=info.get("mlflow_run_id"),
+                                  model_uri=info.get("model_uri"), val_metrics={},
+                                  vgg_weights=info.get("vgg_weights") or ckpt["vgg"]["mode"],
+                                  source=source))
+    return entries
+
+
 # --------------------------------------------------------------------------- sets
 
 @dataclass(frozen=True)
@@ -132,6 +161,16 @@ class EvalSet:
     present: bool
     count: int = 0
     error: str | None = None
+    source: dict[str, Any] | None = None  # <set>/SOURCE.json, written by ytmt's fetcher
+
+
+def read_set_source(path: str | Path) -> dict[str, Any] | None:
+    """``<set>/SOURCE.json`` (which copy or list was fetched, archive, sha256) or None."""
+    try:
+        data = json.loads((Path(path) / "SOURCE.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def plan_sets(cfg: EvaluateConfig, shards: str | Path | None,
@@ -148,8 +187,10 @@ def plan_sets(cfg: EvaluateConfig, shards: str | Path | None,
         for name, e in json.loads(manifest.read_text()).get("benchmarks", {}).items():
             if name == SYNTHETIC:
                 raise ValueError(f"{manifest}: a benchmark may not be called {SYNTHETIC!r}")
-            sets.append(EvalSet(name, "benchmark", str(e.get("path", "")),
-                                bool(e.get("present")), int(e.get("count") or 0), e.get("error")))
+            path = str(e.get("path", ""))
+            sets.append(EvalSet(name, "benchmark", path, bool(e.get("present")),
+                                int(e.get("count") or 0), e.get("error"),
+                                read_set_source(path) if path else None))
     return sets
 
 
@@ -421,7 +462,8 @@ def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Pa
     from ytmt.tracking import check_tracking_uri, resolve_tracking_uri
 
     final = Path(out)
-    entries = discover_models(models_dir, default_seed)
+    entries = discover_models(models_dir, default_seed, required=not cfg.imported)
+    entries += discover_imported(cfg.imported)
     sets = plan_sets(cfg, shards, manifest)
     tracking_uri = resolve_tracking_uri(cfg.tracking_uri or tracking_uri)
     if log_mlflow:
