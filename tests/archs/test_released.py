@@ -40,11 +40,12 @@ def test_mapping_errors_name_the_key_and_the_expected_shape():
     assert set(map_state_dict(state, "f: icnn")) == set(AUTHORS_TO_OURS.values())
     bad = dict(state)
     bad["up2_1.fusion_1.weight"] = torch.zeros(3, 3, 1, 1)
-    with pytest.raises(ValueError, match=r"f: icnn: 'up2_1.fusion_1.weight' has shape \(3, 3, 1, 1\), "
-                                         r"expected \(64, 64, 1, 1\)"):
+    with pytest.raises(ValueError, match=r"f: icnn: 'up2_1.fusion_1.weight' has shape "
+                                         r"\(3, 3, 1, 1\), expected \(64, 64, 1, 1\)"):
         map_state_dict(bad, "f: icnn")
     bad = {k: v for k, v in state.items() if k != "outc_2.conv.bias"}
-    with pytest.raises(ValueError, match=r"missing key 'outc_2.conv.bias' \(expected shape \(3,\)\)"):
+    with pytest.raises(ValueError,
+                       match=r"missing key 'outc_2.conv.bias' \(expected shape \(3,\)\)"):
         map_state_dict(bad, "f: icnn")
     with pytest.raises(ValueError, match="unexpected key 'module.x'"):
         map_state_dict({**state, "module.x": torch.zeros(1)}, "f: icnn")
@@ -72,5 +73,5 @@ def test_fused_streams_compute_the_same_function(random_vgg):
     fused = ytmt.build_model("ytmt-uct-released", width=8, vgg=random_vgg, fuse_streams=True)
     fused.load_state_dict(plain.state_dict())
     x = torch.rand(1, 3, 32, 48)
-    for a, b in zip(plain(x), fused(x)):
+    for a, b in zip(plain(x), fused(x), strict=True):
         assert torch.allclose(a, b, atol=1e-5)

@@ -6,8 +6,7 @@ from torch import nn
 
 from ytmt.archs.released import ReleasedUNet
 from ytmt.archs.vgg import Hypercolumn, VGG19Features, load_vgg19
-from ytmt.archs.ytmt import (HYPERCOLUMN_CHANNELS, SeparationModel, Variant, build_stage,
-                             get_variant)
+from ytmt.archs.ytmt import HYPERCOLUMN_CHANNELS, SeparationModel, Variant, build_stage, get_variant
 
 RELEASED_BACKBONE = "released-unet"
 

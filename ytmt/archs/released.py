@@ -33,8 +33,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ytmt.archs.vgg import HypercolumnFeatures
-from ytmt.archs.ytmt import (ChannelAttention, DualConv2d, OutBlock, Pair, PixelAttention,
-                             _upsample_to, relu_neg)
+from ytmt.archs.ytmt import (
+    ChannelAttention,
+    DualConv2d,
+    OutBlock,
+    Pair,
+    PixelAttention,
+    _upsample_to,
+    relu_neg,
+)
 
 Split = tuple[Tensor, Tensor]  # (ReLU(x), ReLU⁻(x)) of one stream's pre-activation x
 
