@@ -24,6 +24,7 @@ end; a registration made before a later failure is undone.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -217,9 +218,7 @@ class Registration:
     def undo(self) -> None:
         """Delete what was created: the version, the registered model if this import created
         it, the logged model and the run (best effort: the original error is what counts)."""
-        from ytmt.tracking import client
-
-        c = client(self.tracking_uri)
+        c = _clients(self.tracking_uri)
         if self.version is not None:
             _quietly(c.delete_model_version, self.name, str(self.version))
         if self.created_model:
@@ -245,6 +244,16 @@ def _version_tags(source: SourceFile, model_uri: str) -> dict[str, str]:
             "source_epoch": str(source.epoch), "source_iterations": str(source.iterations)}
 
 
+def _clients(tracking_uri: str):
+    """An MlflowClient on the store and its registry ($MLFLOW_REGISTRY_URI, else the same
+    store, as :func:`ytmt.serving.checkpoint_from_model_uri` reads it): explicit, so that no
+    registry URI set earlier in this process is used by accident."""
+    from mlflow import MlflowClient
+
+    registry = os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry)
+
+
 def register(model_path: Path, source: SourceFile, reg: Registration) -> Registration:
     """Log ``model_path`` as a pyfunc in a run of experiment ``ytmt-import``, register it as
     a version of ``reg.name`` with tags naming the source, and point ``reg.alias`` at it.
@@ -252,12 +261,11 @@ def register(model_path: Path, source: SourceFile, reg: Registration) -> Registr
     import mlflow
 
     from ytmt.serving import log_model
-    from ytmt.tracking import client, get_or_create_experiment
+    from ytmt.tracking import get_or_create_experiment
 
-    c = client(reg.tracking_uri)
+    c = _clients(reg.tracking_uri)
     exp = get_or_create_experiment(reg.tracking_uri, EXPERIMENT)
-    mlflow.set_tracking_uri(reg.tracking_uri)
-    mlflow.set_registry_uri(reg.tracking_uri)
+    mlflow.set_tracking_uri(reg.tracking_uri)  # log_model logs into the active (fluent) run
     with mlflow.start_run(experiment_id=exp, run_name=f"import-{source.file}") as run:
         reg.run_id = run.info.run_id
         mlflow.set_tags({"variant": VARIANT, "vgg_weights": "imagenet", "source": KIND,
@@ -265,9 +273,13 @@ def register(model_path: Path, source: SourceFile, reg: Registration) -> Registr
         mlflow.log_params({"epoch": source.epoch, "iterations": source.iterations,
                            "width": source.width, "stage2_from": source.stage2_from})
         reg.model_uri = log_model(model_path, name="model").model_uri
-    reg.created_model = not c.search_registered_models(f"name='{reg.name}'")
-    tags = _version_tags(source, reg.model_uri)
-    reg.version = int(mlflow.register_model(reg.model_uri, reg.name, tags=tags).version)
+    if not c.search_registered_models(f"name='{reg.name}'"):
+        c.create_registered_model(reg.name, description="YTMT reflection separation models "
+                                  "(pyfunc: base64 image in, transmission/reflection PNGs out)")
+        reg.created_model = True
+    mv = c.create_model_version(reg.name, reg.model_uri, tags=_version_tags(source, reg.model_uri),
+                                model_id=reg.model_uri.rsplit("/", 1)[-1])
+    reg.version = int(mv.version)
     c.set_registered_model_alias(reg.name, reg.alias, str(reg.version))
     return reg
 
