@@ -9,6 +9,15 @@ ratios, and optionally a large photo (default 12 MP) that only the tiled path ca
     python bench/bench_inference.py                       # CPU, full-width ytmt-ucs
     python bench/bench_inference.py --device cuda --large-mp 12
     python bench/bench_inference.py --width 8 --size 256x384 --large-mp 0   # a quick look
+    python bench/bench_inference.py --variant ytmt-uct-released --psnr      # the released model
+
+``--psnr`` also separates one natural photo (scikit-image's astronaut, resized to ``--size``)
+tiled and untiled in one process and prints the PSNR between the two outputs (T and R): how
+far tiling at ``--tile``/``--overlap`` moves the result. Weights are random unless
+``--checkpoint`` names a real model (``ytmt import-authors`` output): cost does not depend on
+them, but the tiling PSNR does. PyTorch's default init makes a deep random net nearly blind to
+context (the PSNR comes out absurdly high); ``--he-init`` re-draws every conv He-normal so the
+output depends on every layer, a harsher stand-in that is still not the trained network.
 """
 
 from __future__ import annotations
@@ -21,20 +30,42 @@ import sys
 import time
 
 
+def load_model(args: argparse.Namespace):
+    """The model to measure: ``--checkpoint``, else ``--variant`` with random weights."""
+    import math
+
+    import torch
+
+    import ytmt
+    from ytmt.checkpoint import model_from_checkpoint
+
+    torch.manual_seed(0)
+    if args.checkpoint:
+        return model_from_checkpoint(args.checkpoint)
+    model = ytmt.build_model(args.variant, width=args.width, vgg_weights="random").eval()
+    if args.he_init:
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, m in model.named_modules():
+                if isinstance(m, torch.nn.Conv2d) and not name.startswith("features."):
+                    fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                    m.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen)
+                    if m.bias is not None:
+                        m.bias.normal_(0.0, 0.1, generator=gen)
+    return model
+
+
 def measure(args: argparse.Namespace, mode: str, height: int, width: int) -> dict:
     """Run in this process: build the model, separate a random image, report."""
     import numpy as np
     import torch
 
-    import ytmt
     from ytmt.inference import separate, tile_count
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     device = torch.device(args.device)
-    model = ytmt.build_model(args.variant, width=args.width, vgg_weights="random").eval()
-    model = model.to(device)
+    model = load_model(args).to(device)
     image = np.random.default_rng(0).random((height, width, 3), dtype=np.float32)
     tile = None if mode == "untiled" else args.tile
     separate(model, image[:64, :64], tile=None)  # warm-up (kernels, allocator)
@@ -61,17 +92,63 @@ def measure(args: argparse.Namespace, mode: str, height: int, width: int) -> dic
             "threads": torch.get_num_threads()}
 
 
+def tiling_psnr(args: argparse.Namespace, height: int, width: int) -> dict:
+    """Run in this process: PSNR (dB, [0,1] range) between tiled and untiled T̂ and R̂."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from skimage import data
+
+    from ytmt.inference import separate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args)
+    photo = Image.fromarray(data.astronaut()).resize((width, height), Image.BICUBIC)
+    image = np.asarray(photo, dtype=np.float32) / 255
+    untiled = separate(model, image, tile=None, device=args.device)
+    tiled = separate(model, image, tile=args.tile, overlap=args.overlap, device=args.device)
+    out = {"mode": "psnr", "height": height, "width": width}
+    for name, a, b in zip(("t", "r"), untiled, tiled, strict=True):
+        mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+        out[f"psnr_{name}"] = 10 * np.log10(1.0 / mse) if mse > 0 else float("inf")
+    return out
+
+
 def run_child(args: argparse.Namespace, mode: str, height: int, width: int) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--size", f"{height}x{width}",
            "--device", args.device, "--variant", args.variant, "--width", str(args.width),
            "--tile", str(args.tile), "--overlap", str(args.overlap),
            "--repeats", str(args.repeats)] + (["--threads", str(args.threads)]
-                                              if args.threads else [])
+                                              if args.threads else []) + \
+        (["--checkpoint", args.checkpoint] if args.checkpoint else []) + \
+        (["--he-init"] if args.he_init else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"mode": mode, "height": height, "width": width,
                 "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _print_results(args: argparse.Namespace, results: list[dict], psnr: dict | None,
+                   h: int, w: int) -> None:
+    print(f"{'mode':8s} {'image':>11s} {'passes':>6s} {'seconds':>8s} {'MP/s':>7s} "
+          f"{'peak GiB':>9s}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['mode']:8s} {r['height']}x{r['width']:<6d} failed: {r['error']}")
+            continue
+        print(f"{r['mode']:8s} {r['height']:>5d}x{r['width']:<5d} {r['passes']:>6d} "
+              f"{r['seconds']:>8.2f} {r['mp_per_s']:>7.3f} {r['peak_gib']:>9.2f}")
+    if psnr is not None:
+        print(f"tiled ({args.tile}/{args.overlap}) vs untiled on a {h}x{w} photo: " + (
+            psnr["error"] if "error" in psnr else
+            f"PSNR T {psnr['psnr_t']:.2f} dB, R {psnr['psnr_r']:.2f} dB"))
+    base, tiled = results[0], results[1]
+    if "error" not in base and "error" not in tiled:
+        print(f"tiled / untiled: throughput x{tiled['mp_per_s'] / base['mp_per_s']:.2f}, "
+              f"peak memory x{tiled['peak_gib'] / base['peak_gib']:.2f} "
+              f"({tiled['peak_kind']})")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -92,37 +169,34 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--large-mp", type=float, default=0.0,
                     help="also run a 4:3 photo of this many megapixels tiled (e.g. 12)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="measure this ytmt checkpoint (e.g. an imported model) instead")
+    ap.add_argument("--he-init", action="store_true",
+                    help="random weights He-normal instead of PyTorch's default init")
+    ap.add_argument("--psnr", action="store_true",
+                    help="also print the PSNR between tiled and untiled outputs at --size")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     h, w = args.size
     if args.child:
-        print(json.dumps(measure(args, args.child, h, w)))
+        run = tiling_psnr if args.child == "psnr" else lambda a, hh, ww: measure(a, a.child, hh, ww)
+        print(json.dumps(run(args, h, w)))
         return 0
 
-    print(f"device {args.device}, {args.variant} width {args.width}, tile {args.tile} "
+    print(f"device {args.device}, {args.checkpoint or args.variant} width {args.width}, "
+          f"{'He-normal' if args.he_init else 'default'} init, tile {args.tile} "
           f"overlap {args.overlap}, image {h}x{w}", flush=True)
     results = [run_child(args, "untiled", h, w), run_child(args, "tiled", h, w)]
     if args.large_mp > 0:
         lw = int(round((args.large_mp * 1e6 * 4 / 3) ** 0.5))
         results.append(run_child(args, "tiled", int(round(lw * 3 / 4)), lw))
-    print(f"{'mode':8s} {'image':>11s} {'passes':>6s} {'seconds':>8s} {'MP/s':>7s} "
-          f"{'peak GiB':>9s}")
-    for r in results:
-        if "error" in r:
-            print(f"{r['mode']:8s} {r['height']}x{r['width']:<6d} failed: {r['error']}")
-            continue
-        print(f"{r['mode']:8s} {r['height']:>5d}x{r['width']:<5d} {r['passes']:>6d} "
-              f"{r['seconds']:>8.2f} {r['mp_per_s']:>7.3f} {r['peak_gib']:>9.2f}")
-    base, tiled = results[0], results[1]
-    if "error" not in base and "error" not in tiled:
-        print(f"tiled / untiled: throughput x{tiled['mp_per_s'] / base['mp_per_s']:.2f}, "
-              f"peak memory x{tiled['peak_gib'] / base['peak_gib']:.2f} "
-              f"({tiled['peak_kind']})")
+    psnr = run_child(args, "psnr", h, w) if args.psnr else None
+    _print_results(args, results, psnr, h, w)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": {k: v for k, v in vars(args).items() if k != "child"},
-                       "results": results}, f, indent=2)
+                       "results": results, "psnr": psnr}, f, indent=2)
     return 0
 
 

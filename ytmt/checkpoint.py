@@ -55,20 +55,33 @@ def save_checkpoint(path: str | Path, model: SeparationModel, spec: dict[str, An
                               "state_dict": state, "extra": extra or {}}, path)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict, loaded with ``weights_only=True``; clear errors otherwise."""
+def load_weights_only(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with one-line errors: a missing file
+    (FileNotFoundError), pickled code or objects (:class:`UnsafeCheckpoint`), a truncated or
+    foreign file (ValueError)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpoint(
             f"{path}: refused: the file holds pickled code or objects that a weights-only "
-            f"load does not allow ({str(err).splitlines()[0]}). Only load checkpoints you "
+            f"load does not allow ({_first_line(err)}). Only load checkpoints you "
             f"trust, and re-save them as plain state dicts.") from None
     except (RuntimeError, EOFError, ValueError, struct.error, OSError) as err:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({err})") from None
+        raise ValueError(f"{path}: not a readable torch checkpoint ({_first_line(err)})") \
+            from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, loaded with ``weights_only=True``; clear errors otherwise."""
+    ckpt = load_weights_only(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path}: not a ytmt checkpoint (expected format {FORMAT!r})")
     return ckpt

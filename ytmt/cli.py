@@ -7,6 +7,7 @@
                                                   [--device cpu|cuda]
     ytmt fetch-data SET... --data DIR [--from ARCHIVE | --url URL] [--wild-list 454|500]
                                       [--real20-copy real20_420|full] [--lock FILE]
+    ytmt import-authors FILE --out DIR [--vgg-path P] [--register NAME] [--alias ALIAS]
 
 ``separate`` takes image files and folders (their images; ``--recursive``: sub-folders too,
 mirrored under DIR); MODEL is a ytmt checkpoint file or an MLflow model URI
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MLflow tracking/registry URI for models:/ and runs:/ (default: "
                           "$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     _add_fetch_data(sub)
+    _add_import_authors(sub)
     return parser
 
 
@@ -112,6 +114,26 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
     for line in summary(record):
         print(line)
     return 0
+
+
+def _add_import_authors(sub) -> None:
+    imp = sub.add_parser(
+        "import-authors", help="the authors' released YTMT-UCT weights as a ytmt model",
+        description="Import the authors' released two-stage model "
+                    "(ytmt_uct_sirs_68_077_00595364.pt) into DIR/model.pt and DIR/info.json, "
+                    "with ImageNet VGG-19 (hash-checked); optionally register it in MLflow.")
+    imp.add_argument("file", type=Path, metavar="FILE", help="the authors' released .pt file")
+    imp.add_argument("--out", required=True, type=Path, help="output folder (new, or an "
+                     "earlier import)")
+    imp.add_argument("--vgg-path", default=None, help="torchvision's vgg19-dcbb9e9d.pth "
+                     "(default: $YTMT_VGG19_PATH, then the torch hub cache)")
+    imp.add_argument("--register", default=None, metavar="NAME",
+                     help="also register it as a version of this MLflow registered model")
+    imp.add_argument("--alias", default=None,
+                     help="alias of the registered version (default authors-uct)")
+    imp.add_argument("--tracking-uri", default=None,
+                     help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else "
+                          "sqlite:///<cwd>/mlflow.db)")
 
 
 def cmd_variants() -> int:
@@ -170,6 +192,25 @@ def cmd_separate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_import_authors(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.exceptions import MlflowException
+
+    from ytmt.authors import import_authors
+    from ytmt.tracking import TrackingUnavailable
+
+    try:
+        import_authors(args.file, args.out, vgg_path=args.vgg_path,
+                       register_name=args.register, alias=args.alias,
+                       tracking_uri=args.tracking_uri,
+                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except MlflowException as err:
+        raise ValueError(f"MLflow: {err.message}") from None
+    except TrackingUnavailable as err:
+        raise ValueError(str(err)) from None
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -178,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_variants()
         if args.command == "fetch-data":
             return cmd_fetch_data(args)
+        if args.command == "import-authors":
+            return cmd_import_authors(args)
         return cmd_separate(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"ytmt {args.command}: error: {err}", file=sys.stderr)

@@ -26,7 +26,7 @@ class Variant:
     """A named network: backbone, exchange head, number of stages. Variants are data."""
 
     name: str
-    backbone: str  # "unet" | "plain"
+    backbone: str  # "unet" | "plain" | "released-unet" (ytmt.archs.released)
     exchange: Exchange
     stages: int
     summary: str
@@ -50,8 +50,13 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             "ablation: dual-stream U-Net without feature interaction (Table 4, w/o FI)"),
     Variant("ytmt-ucs-relu-only", "unet", Exchange.RELU_ONLY, 1,
             "ablation: concat head fed ReLU instead of ReLU⁻ (Table 4, ReLU only)"),
+    Variant("ytmt-ucs-released", "released-unet", Exchange.CONCAT, 1,
+            "the authors' legacy U-Net of their released weights (ytmt_ucs_old), single stage"),
+    Variant("ytmt-uct-released", "released-unet", Exchange.CONCAT, 2,
+            "the authors' released two-stage model (ytmt import-authors)"),
 ]}
-_STAGE1_OF = {"ytmt-uct": "ytmt-ucs", "ytmt-uat": "ytmt-uas"}
+_STAGE1_OF = {"ytmt-uct": "ytmt-ucs", "ytmt-uat": "ytmt-uas",
+              "ytmt-uct-released": "ytmt-ucs-released"}
 
 
 def get_variant(name: str) -> Variant:

@@ -1,3 +1,4 @@
+import hashlib
 import logging
 
 import pytest
@@ -10,7 +11,9 @@ from ytmt.archs.vgg import (
     VGG19_FILE,
     Hypercolumn,
     VGG19Features,
+    VGGWeightsCorrupt,
     VGGWeightsMissing,
+    hash_prefix,
     load_vgg19,
 )
 
@@ -30,6 +33,16 @@ def torchvision_format_state_dict(seed=1):
     state["classifier.0.weight"] = torch.zeros(8, 4)  # shape irrelevant: ignored on load
     state["classifier.0.bias"] = torch.zeros(8)
     return state
+
+
+def save_hash_named(state, folder, name="vgg19"):
+    """Save ``state`` as ``<name>-<its own sha256[:8]>.pth``, the way torch hub names files, so
+    that it passes the hash check. Returns the path."""
+    tmp = folder / f"{name}.tmp"
+    torch.save(state, tmp)
+    path = folder / f"{name}-{hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]}.pth"
+    tmp.rename(path)
+    return path
 
 
 def reference_taps(state, x):
@@ -52,8 +65,7 @@ def reference_taps(state, x):
 
 def test_torchvision_weights_load_unchanged_and_reproduce_reference_forward(tmp_path):
     state = torchvision_format_state_dict()
-    path = tmp_path / VGG19_FILE
-    torch.save(state, path)
+    path = save_hash_named(state, tmp_path)
     vgg = load_vgg19("imagenet", path)
     assert vgg.weights.mode == "imagenet" and vgg.weights.source == str(path)
     x = torch.rand(2, 3, 32, 48)
@@ -64,13 +76,36 @@ def test_torchvision_weights_load_unchanged_and_reproduce_reference_forward(tmp_
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_weights_are_found_in_the_torch_hub_cache(tmp_path, monkeypatch):
+def test_weights_are_found_in_the_torch_hub_cache_and_hash_checked(tmp_path, monkeypatch):
     hub = tmp_path / "hub"
     (hub / "checkpoints").mkdir(parents=True)
+    # random weights under torchvision's name: found, and refused in every mode (the hash
+    # check protects training too), never silently replaced by random weights
     torch.save(torchvision_format_state_dict(), hub / "checkpoints" / VGG19_FILE)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
     monkeypatch.delenv("YTMT_VGG19_PATH", raising=False)
+    for mode in ("auto", "imagenet"):
+        with pytest.raises(VGGWeightsCorrupt, match="does not start with 'dcbb9e9d'") as err:
+            load_vgg19(mode)
+        assert "\n" not in str(err.value) and VGG19_FILE in str(err.value)
+    # the environment variable comes before the hub cache
+    monkeypatch.setenv("YTMT_VGG19_PATH", str(save_hash_named(torchvision_format_state_dict(),
+                                                               tmp_path)))
     assert load_vgg19("auto").weights.mode == "imagenet"
+
+
+def test_hash_prefix_follows_torch_hub_naming(tmp_path):
+    assert hash_prefix("vgg19-dcbb9e9d.pth") == "dcbb9e9d"
+    assert hash_prefix("/x/resnet50-0676ba61.pth") == "0676ba61"
+    assert hash_prefix("vgg19.pth") is None and hash_prefix("my-vgg.pth") is None
+    # a name without a prefix is not checked (as in torch hub); a wrong prefix is refused
+    plain = tmp_path / "vgg19.pth"
+    torch.save(torchvision_format_state_dict(), plain)
+    assert load_vgg19("imagenet", plain).weights.mode == "imagenet"
+    wrong = tmp_path / "vgg19-00000000.pth"
+    plain.rename(wrong)
+    with pytest.raises(VGGWeightsCorrupt, match="vgg19-00000000.pth: SHA-256"):
+        load_vgg19("imagenet", wrong)
 
 
 def test_strict_mode_says_where_it_looked_and_how_to_get_the_file(tmp_path, monkeypatch):
@@ -101,6 +136,9 @@ def test_wrong_file_is_rejected(tmp_path):
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="not a torchvision VGG-19"):
         VGG19Features().load_torchvision(tmp_path / "bad.pth")
+    torch.save({"features.0.weight": torch.nn.Conv2d(1, 1, 1)}, tmp_path / "code.pth")
+    with pytest.raises(ValueError, match="refused: not a plain torch state dict"):
+        VGG19Features().load_torchvision(tmp_path / "code.pth")
 
 
 def test_hypercolumn_has_1475_channels_rgb_first_and_no_gradient(random_vgg):

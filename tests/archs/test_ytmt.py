@@ -54,7 +54,8 @@ def test_parameter_counts_match_the_authors_network(name, expected):
 
 def test_every_named_variant_exists():
     assert set(VARIANTS) == {"ytmt-ucs", "ytmt-uas", "ytmt-uct", "ytmt-uat", "ytmt-pcs",
-                             "ytmt-pas", "unet-no-fi", "ytmt-ucs-relu-only"}
+                             "ytmt-pas", "unet-no-fi", "ytmt-ucs-relu-only",
+                             "ytmt-ucs-released", "ytmt-uct-released"}
     with pytest.raises(ValueError, match="unknown variant 'ytmt-xyz'"):
         ytmt.build_model("ytmt-xyz")
 

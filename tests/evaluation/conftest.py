@@ -59,9 +59,6 @@ def _save_rgb(path, arr):
 def make_benchmarks(root):
     """``root``/data with real20 (3 pairs, no R), sir2/objects (2 pairs with R, JPEG) and a
     broken nature/ (no transmission_layer/); wild is absent. Returns the data manifest path."""
-    from ytmt.data.config import DataConfig
-    from ytmt.data.manifest import scan, write_manifest
-
     rng = np.random.default_rng(0)
     cat = data.chelsea()
     for i in range(3):
@@ -78,6 +75,14 @@ def make_benchmarks(root):
         for sub, img in (("blended", m), ("transmission_layer", t), ("reflection_layer", r)):
             _save_rgb(root / "data/sir2/objects" / sub / f"o{i}.jpg", img)
     _save_rgb(root / "data/nature/blended/n.png", cat[:32, :32])
+    return scan_benchmarks(root)
+
+
+def scan_benchmarks(root):
+    """The scan stage's data manifest of ``root``/data (real20, objects, wild, nature)."""
+    from ytmt.data.config import DataConfig
+    from ytmt.data.manifest import scan, write_manifest
+
     cfg = DataConfig(root=str(root / "data"), benchmarks={
         "real20": "real20", "objects": "sir2/objects", "wild": "sir2/wild", "nature": "nature"})
     manifest = root / "data_manifest.json"

@@ -1,24 +1,14 @@
 """The pyfunc model: log, load at two sizes, URIs, and `mlflow models serve` on 127.0.0.1."""
 
 import base64
-import io
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
+from tests.evaluation.serve import b64_png, invoke, model_server
 from ytmt.checkpoint import model_from_checkpoint
 from ytmt.inference import decode_image, encode_png, separate
 from ytmt.serving import load_separator, log_model
@@ -44,19 +34,13 @@ def logged(store, tiny_checkpoint):
     return info, run.info.run_id
 
 
-def _b64_png(arr_u8):
-    buf = io.BytesIO()
-    Image.fromarray(arr_u8).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def test_pyfunc_works_at_any_size_and_matches_in_process(logged, tiny_checkpoint, photo):
     info, _ = logged
     pf = mlflow.pyfunc.load_model(info.model_uri)
     model = model_from_checkpoint(tiny_checkpoint)
     for shape in [(96, 128), (40, 72)]:  # two sizes: no size specialisation
         u8 = (photo[:shape[0], :shape[1]] * 255).round().astype(np.uint8)
-        out = pf.predict(pd.DataFrame({"image": [_b64_png(u8)]}), params={"tile": 0})
+        out = pf.predict(pd.DataFrame({"image": [b64_png(u8)]}), params={"tile": 0})
         assert list(out.columns) == ["transmission", "reflection"]
         t_served = decode_image(base64.b64decode(out.loc[0, "transmission"]))
         r_served = decode_image(base64.b64decode(out.loc[0, "reflection"]))
@@ -98,48 +82,14 @@ def test_load_separator_from_runs_and_registry_uris(store, logged, tiny_checkpoi
         load_separator("models:/no-such-model@champion", tracking_uri=uri)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_on_localhost(store, logged, tiny_checkpoint, photo,
                                                   tmp_path):
     uri, _ = store
     info, _ = logged
-    port = _free_port()
-    bindir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
-           "MLFLOW_TRACKING_URI": uri}
-    log = open(tmp_path / "serve.log", "wb")
-    server = subprocess.Popen(
-        [str(Path(bindir) / "mlflow"), "models", "serve", "-m", info.model_uri,
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    pytest.fail("server did not start:\n" +
-                                (tmp_path / "serve.log").read_text()[-3000:])
-                time.sleep(1)
-        u8 = (photo * 255).round().astype(np.uint8)
-        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[_b64_png(u8)]]},
-                           "params": {"tile": 64, "overlap": 16}}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            pred = json.loads(resp.read())["predictions"][0]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers, which we started
-        server.wait(timeout=30)
-        log.close()
+    u8 = (photo * 255).round().astype(np.uint8)
+    with model_server(info.model_uri, uri, tmp_path / "serve.log") as url:
+        pred = invoke(url, [u8], params={"tile": 64, "overlap": 16})[0]
     t_served = decode_image(base64.b64decode(pred["transmission"]))
     r_served = decode_image(base64.b64decode(pred["reflection"]))
     mixture = u8.astype(np.float32) / 255

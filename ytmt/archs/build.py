@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from torch import nn
 
+from ytmt.archs.released import ReleasedUNet
 from ytmt.archs.vgg import Hypercolumn, VGG19Features, load_vgg19
-from ytmt.archs.ytmt import HYPERCOLUMN_CHANNELS, SeparationModel, build_stage, get_variant
+from ytmt.archs.ytmt import HYPERCOLUMN_CHANNELS, SeparationModel, Variant, build_stage, get_variant
+
+RELEASED_BACKBONE = "released-unet"
+
+
+def _stage(spec: Variant, in_channels: int, width: int, plain_layers: int,
+           fuse_streams: bool) -> nn.Module:
+    """One stage of ``spec``: the authors' released U-Net or one of ``build_stage``'s."""
+    if spec.backbone == RELEASED_BACKBONE:
+        return ReleasedUNet(in_channels, width, fuse_streams)
+    return build_stage(spec, in_channels, width, plain_layers, fuse_streams)
 
 
 def build_model(variant: str, width: int = 64, hypercolumn: bool = True,
@@ -27,6 +38,6 @@ def build_model(variant: str, width: int = 64, hypercolumn: bool = True,
         in_channels = HYPERCOLUMN_CHANNELS
     else:
         features, in_channels = nn.Identity(), 3
-    stages = [build_stage(spec, in_channels, width, plain_layers, fuse_streams)
+    stages = [_stage(spec, in_channels, width, plain_layers, fuse_streams)
               for _ in range(spec.stages)]
     return SeparationModel(spec, features, *stages)

@@ -12,18 +12,27 @@ Weight modes (``ModelConfig.vgg_weights``):
 - ``auto``: the real weights when found, else seeded random weights and a loud warning;
 - ``random``: seeded random weights (tests, smoke runs).
 The mode actually used is returned as :class:`VGGWeights` so callers record it (MLflow tag).
+
+A weight file is verified the way torch hub verifies its downloads: a file named
+``<name>-<prefix>.<ext>`` (torchvision's ``vgg19-dcbb9e9d.pth``) must have a SHA-256 that
+starts with ``<prefix>``, else :class:`VGGWeightsCorrupt`; a found but corrupt file is an
+error in every mode, never a silent fallback to random weights.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ytmt.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,32 @@ _CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512,
 
 class VGGWeightsMissing(FileNotFoundError):
     """``vgg_weights: imagenet`` and torchvision's VGG-19 file was not found."""
+
+
+class VGGWeightsCorrupt(ValueError):
+    """A weight file's SHA-256 does not start with the prefix its name carries."""
+
+
+_HASH_PREFIX = re.compile(r"-([a-f0-9]+)\.")  # torch hub's rule (torch.hub.HASH_REGEX)
+
+
+def hash_prefix(path: str | Path) -> str | None:
+    """The SHA-256 prefix a file's name promises (``vgg19-dcbb9e9d.pth`` → ``dcbb9e9d``)."""
+    match = _HASH_PREFIX.search(Path(path).name)
+    return match.group(1) if match else None
+
+
+def verify_hash_prefix(path: str | Path) -> str | None:
+    """Check the file against the prefix in its name, as torch hub does; returns the prefix
+    (None: the name carries none, nothing to check). Raises :class:`VGGWeightsCorrupt`."""
+    prefix = hash_prefix(path)
+    if prefix is not None:
+        digest = sha256_file(path)
+        if not digest.startswith(prefix):
+            raise VGGWeightsCorrupt(
+                f"{path}: SHA-256 {digest[:16]}... does not start with {prefix!r} as its name "
+                f"says: a corrupt or different file; download {VGG19_URL} again")
+    return prefix
 
 
 @dataclass(frozen=True)
@@ -83,8 +118,16 @@ class VGG19Features(nn.Module):
         return out
 
     def load_torchvision(self, path: str | Path) -> None:
-        """Load torchvision's VGG-19 state dict (``weights_only``); extra keys are ignored."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        """Load torchvision's VGG-19 state dict (``weights_only``, hash-checked as torch hub
+        does: see :func:`verify_hash_prefix`); extra keys are ignored."""
+        verify_hash_prefix(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+            raise ValueError(f"{path}: refused: not a plain torch state dict "
+                             f"({str(err).strip().splitlines()[0]})") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: not a torchvision VGG-19 state dict")
         ours = self.state_dict()
         missing = [k for k in ours if k not in state]
         if missing:
@@ -120,7 +163,7 @@ def candidate_paths(path: str | Path | None = None) -> list[Path]:
     return found
 
 
-def find_vgg19(path: str | Path | None = None) -> Path | None:
+def find_vgg19_file(path: str | Path | None = None) -> Path | None:
     """The first of :func:`candidate_paths` that exists (None: no ImageNet weights here)."""
     return next((p for p in candidate_paths(path) if p.is_file()), None)
 
@@ -140,7 +183,7 @@ def warn_if_random(mode: str, path: str | Path | None = None, seed: int = 0) -> 
         log.warning("VGG-19: SEEDED RANDOM weights (model.vgg_weights=random, seed=%d): "
                     "results are not comparable with the paper", seed)
         return True
-    if mode == "auto" and find_vgg19(path) is None:
+    if mode == "auto" and find_vgg19_file(path) is None:
         log.warning("%s", random_fallback_warning(path, seed))
         return True
     return False
@@ -155,7 +198,7 @@ def load_vgg19(mode: str = "auto", path: str | Path | None = None,
         raise ValueError(f"vgg_weights = {mode!r}: expected imagenet, auto or random")
     vgg = VGG19Features()
     if mode != "random":
-        found = find_vgg19(path)
+        found = find_vgg19_file(path)
         if found is not None:
             vgg.load_torchvision(found)
             log.info("VGG-19: ImageNet weights from %s", found)

@@ -280,9 +280,12 @@ class YTMTPlainNet(nn.Module):
 
 def build_stage(variant: Variant, in_channels: int, width: int, plain_layers: int = 10,
                 fuse_streams: bool = False) -> nn.Module:
-    """One stage network of ``variant`` (no hypercolumn)."""
+    """One stage network of ``variant`` (no hypercolumn); the released backbone is built by
+    :func:`ytmt.archs.build.build_model`."""
     if variant.backbone == "unet":
         return YTMTUNet(in_channels, variant.exchange, width, fuse_streams)
+    if variant.backbone != "plain":
+        raise ValueError(f"{variant.name}: backbone {variant.backbone!r} is built by build_model")
     return YTMTPlainNet(in_channels, variant.exchange, width, plain_layers, fuse_streams)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ytmt.config import ConfigError, bounded
@@ -23,6 +23,8 @@ class EvaluateConfig:
     ``visual_cases``: best and worst images per set drawn as input/T̂/R̂/T grids.
     ``experiment``: MLflow experiment for models without a training run to log into.
     ``tracking_uri`` null: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``.
+    ``imported``: name → folder of a model made by ``ytmt import-authors`` (its ``model.pt``
+    and ``info.json``), scored beside the trained ones under that name.
     """
 
     protocols: tuple[Protocol, ...] = ("paper", "strict")
@@ -35,8 +37,10 @@ class EvaluateConfig:
     visual_cases: int = bounded(3, ge=0)
     experiment: str = "ytmt-evaluate"
     tracking_uri: str | None = None
+    imported: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
+        self._validate_imported()
         if not self.protocols:
             raise ConfigError("protocols: list at least one of 'paper', 'strict'")
         if len(set(self.protocols)) != len(self.protocols):
@@ -45,6 +49,20 @@ class EvaluateConfig:
             raise ConfigError(f"tile = {self.tile}: expected 0 or a multiple of 16 >= 32")
         if self.tile and self.overlap > self.tile // 2:
             raise ConfigError(f"overlap = {self.overlap}: must be <= tile/2 = {self.tile // 2}")
+
+    def _validate_imported(self) -> None:
+        import re
+
+        from ytmt.archs.ytmt import VARIANTS
+
+        for name, folder in self.imported.items():
+            if not re.fullmatch(r"[\w\-.]+", name):
+                raise ConfigError(f"imported.{name}: name must be letters, digits, '_', '-', '.'")
+            if name in VARIANTS:
+                raise ConfigError(f"imported.{name}: a variant's name; call an imported model "
+                                  "something else (e.g. authors-uct)")
+            if not folder:
+                raise ConfigError(f"imported.{name}: expected the folder of ytmt import-authors")
 
 
 @dataclass(frozen=True)

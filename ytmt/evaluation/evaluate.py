@@ -51,6 +51,7 @@ class ModelEntry:
     val_metrics: dict[str, float]
     vgg_weights: str | None
     epochs: int = 0
+    source: str | None = None  # imported models (evaluate.imported): the file they came from
 
     @property
     def key(self) -> str:
@@ -73,15 +74,19 @@ def _entry(folder: Path) -> ModelEntry:
                       epochs=int(info.epochs))
 
 
-def discover_models(models_dir: str | Path, runs=None) -> list[ModelEntry]:
+def discover_models(models_dir: str | Path, runs=None, required: bool = True
+                    ) -> list[ModelEntry]:
     """The trained models to evaluate, sorted by variant, then seed (ytmt.model_store).
 
     ``runs`` (``train.runs()``): exactly those runs' folders, each required (a folder left by
     a run no longer listed is ignored). ``None``: every ``<variant>/seed<k>/info.json``
-    below ``models_dir``."""
+    below ``models_dir``. ``required=False``: no trained model is not an error (only imported
+    models are scored)."""
     from ytmt.model_store import INFO_FILE, run_dir
 
     root = Path(models_dir)
+    if not required and not root.is_dir():
+        return []
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no trained models (run the train stage first)")
     if runs is None:
@@ -92,10 +97,34 @@ def discover_models(models_dir: str | Path, runs=None) -> list[ModelEntry]:
         if missing:
             raise FileNotFoundError(f"{missing[0]}: no trained model for a run listed in "
                                     "params (run its train stage: `dvc repro train`)")
+    if not folders and not required:
+        return []
     if not folders:
         raise FileNotFoundError(f"{root}: no <variant>/seed<k>/model.pt below it (run the "
                                 "train stage first)")
     return sorted((_entry(f) for f in folders), key=lambda e: (e.variant, e.seed))
+
+
+def discover_imported(imported: dict[str, str]) -> list[ModelEntry]:
+    """The models of params ``evaluate.imported`` (name → folder of ``ytmt import-authors``),
+    each scored under its name as ``variant``, seed 0, without validation metrics."""
+    from ytmt.model_store import MODEL_FILE, read_info
+
+    entries = []
+    for name, folder in imported.items():
+        path = Path(folder) / MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluate.imported.{name}: {path} not found (make it with "
+                                    f"`ytmt import-authors FILE --out {folder}`)")
+        info = read_info(path.parent)
+        src = info.source or {}
+        source = (f"{src.get('file', '?')} (sha256 {str(src.get('sha256', '?'))[:12]}, epoch "
+                  f"{src.get('epoch')}, iterations {src.get('iterations')})")
+        entries.append(ModelEntry(variant=name, seed=0, path=str(path.resolve()),
+                                  run_id=info.mlflow_run_id, model_uri=info.model_uri,
+                                  val_metrics={}, vgg_weights=info.vgg_weights,
+                                  epochs=info.epochs, source=source))
+    return entries
 
 
 # --------------------------------------------------------------------------- sets
@@ -109,6 +138,7 @@ class EvalSet:
     count: int = 0
     error: str | None = None
     digest: str = ""  # content hash: the scan manifest's, or the shards' fingerprint
+    source: dict[str, Any] | None = None  # <set>/SOURCE.json of ytmt's fetcher (manifest)
 
 
 def plan_sets(cfg: EvaluateConfig, shards: str | Path | None,
@@ -127,7 +157,7 @@ def plan_sets(cfg: EvaluateConfig, shards: str | Path | None,
                 raise ValueError(f"{manifest}: a benchmark may not be called {SYNTHETIC!r}")
             sets.append(EvalSet(name, "benchmark", str(e.get("path", "")),
                                 bool(e.get("present")), int(e.get("count") or 0), e.get("error"),
-                                str(e.get("digest") or "")))
+                                str(e.get("digest") or ""), e.get("source")))
     return sets
 
 
@@ -282,7 +312,8 @@ def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Pa
     from ytmt.tracking import check_tracking_uri, resolve_tracking_uri
 
     final = Path(out)
-    entries = discover_models(models_dir, runs)
+    entries = discover_models(models_dir, runs, required=not cfg.imported)
+    entries += discover_imported(cfg.imported)
     sets = plan_sets(cfg, shards, manifest)
     tracking_uri = resolve_tracking_uri(cfg.tracking_uri or tracking_uri)
     if log_mlflow:

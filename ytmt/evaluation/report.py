@@ -46,10 +46,49 @@ def _absent(s: dict[str, Any]) -> str:
 def _seed_line(summary: dict[str, Any]) -> str:
     counts: dict[str, list[int]] = {}
     for m in summary["models"]:
-        counts.setdefault(m["variant"], []).append(m["seed"])
+        if not m.get("source"):
+            counts.setdefault(m["variant"], []).append(m["seed"])
     parts = [f"{v} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))})"
              for v, s in counts.items()]
+    parts += [f"{m['variant']} (imported: {m['source']})" for m in summary["models"]
+              if m.get("source")]
     return ", ".join(parts)
+
+
+def _imported(summary: dict[str, Any]) -> set[str]:
+    return {m["variant"] for m in summary["models"] if m.get("source")}
+
+
+#: How SOURCE.json's values read in the report (values of ytmt's benchmark fetcher).
+_SOURCE_TEXT = {("copy", "real20_420"): "real20_420 (the YTMT authors' copy)",
+                ("copy", "full"): "full size",
+                ("wild_list", "454"): "the 454-image protocol's list (55 Wild images)",
+                ("wild_list", "500"): "the 500-image protocol's list (101 Wild images)"}
+UNKNOWN_SOURCE = "unknown (not fetched by ytmt)"
+
+
+def _source_value(s: dict[str, Any] | None, key: str) -> str:
+    if s is None:
+        return "no such set in data.benchmarks"
+    source = s.get("source")
+    if not source:
+        return UNKNOWN_SOURCE
+    value = source.get(key)
+    return _SOURCE_TEXT.get((key, str(value)), str(value)) if value else \
+        f"unknown (its SOURCE.json has no {key!r})"
+
+
+def data_source_lines(summary: dict[str, Any]) -> list[str]:
+    """Which Real20 copy and which Wild list were scored, and every set's archive."""
+    sets = {s["name"]: s for s in summary["sets"] if s["kind"] == "benchmark"}
+    lines = [f"- Real20 copy: {_source_value(sets.get('real20'), 'copy')}",
+             f"- Wild list: {_source_value(sets.get('wild'), 'wild_list')}"]
+    for name, s in sets.items():
+        src = s.get("source")
+        where = (f"archive {src.get('archive')}, sha256 {str(src.get('sha256'))[:16]}"
+                 if src else UNKNOWN_SOURCE)
+        lines.append(f"- {name} (`{s['path']}`): {where}")
+    return lines
 
 
 def layer_table(summary: dict[str, Any], layer: str, protocol: str, with_paper: bool) -> list[str]:
@@ -60,7 +99,8 @@ def layer_table(summary: dict[str, Any], layer: str, protocol: str, with_paper: 
     head = ["set", "images"]
     if with_paper:
         head.append("paper (variant, table)")
-    head += [f"{v}" for v in variants]
+    imported = _imported(summary)
+    head += [f"{v} (imported)" if v in imported else v for v in variants]
     if layer == "t":
         head.append("input as T̂ (PSNR)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -128,6 +168,8 @@ def render_report(summary: dict[str, Any]) -> str:
     if "paper" in protocols:
         out += ["## Ablation (beside the paper's Table 4)", ""]
         out += ablation_table(summary) + [""]
+    if any(s["kind"] == "benchmark" for s in summary["sets"]):
+        out += ["## Benchmark data", ""] + data_source_lines(summary) + [""]
     broken = [s for s in summary["sets"] if not s["present"] and s.get("error")]
     absent = [s for s in summary["sets"] if not s["present"] and not s.get("error")]
     if absent:
