@@ -82,18 +82,19 @@ def test_import_reproduces_the_authors_two_stage_forward(released, tmp_path, cap
     nets, vgg_state = released["nets"], released["vgg_state"]
     ref_t, ref_r = (_hwc(o) for o in two_stage_forward(*nets, vgg_state, _chw(image)))
     assert ref_t.std() > 0.05 and np.abs(ref_t - ref_r).max() > 0.1  # not a flat output
-    # the hypercolumn materialised as the authors do: the same float operations
-    dense = model_from_checkpoint(out / "model.pt", lazy_hypercolumn=False)
-    t_hat, r_hat = separate(dense, image, tile=None)
+    # the imported model materialises the hypercolumn as the authors do (its checkpoint says
+    # so): the same float operations
+    model = model_from_checkpoint(out / "model.pt")
+    t_hat, r_hat = separate(model, image, tile=None)
     assert np.abs(t_hat - ref_t).max() <= 1e-5 and np.abs(r_hat - ref_r).max() <= 1e-5
 
-    # the default factorised first conv sums in another order: its distance from the exact
-    # (float64) result is float32 rounding, no more than the float32 reference's own
-    model = model_from_checkpoint(out / "model.pt")
+    # the factorised first conv (trained models' default) sums in another order: its distance
+    # from the exact (float64) result is float32 rounding, no more than the reference's own
+    lazy = model_from_checkpoint(out / "model.pt", lazy_hypercolumn=True)
     exact = [_hwc(o) for o in two_stage_forward(*(copy.deepcopy(n).double() for n in nets),
                                                 {k: v.double() for k, v in vgg_state.items()},
                                                 _chw(image).double())]
-    for ours, ref, ref64 in zip(separate(model, image, tile=None), (ref_t, ref_r), exact,
+    for ours, ref, ref64 in zip(separate(lazy, image, tile=None), (ref_t, ref_r), exact,
                                 strict=True):
         rounding = np.abs(ref - ref64).max()
         assert np.abs(ours - ref).max() <= 1e-4
@@ -107,7 +108,7 @@ def test_import_reproduces_the_authors_two_stage_forward(released, tmp_path, cap
                      "--out", str(tmp_path / "sep")]) == 0
     for name, ref in (("photo_T.png", ref_t), ("photo_R.png", ref_r)):
         written = np.asarray(Image.open(tmp_path / "sep" / name)).astype(np.float32) / 255
-        assert np.abs(written - ref).max() <= 0.5 / 255 + 1e-4  # 8-bit and float rounding
+        assert np.abs(written - ref).max() <= 0.5 / 255 + 1e-5  # 8-bit and float rounding
 
 
 def test_stage2_defaults_to_icnn_and_a_reimport_replaces_the_folder(released, tmp_path):

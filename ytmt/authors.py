@@ -353,7 +353,9 @@ def import_authors(file: str | Path, out: str | Path, vgg_path: str | Path | Non
     model = build_imported(source, stage1, stage2, vgg)
     staging = partial_dir(out)
     try:
-        save_checkpoint(staging / "model.pt", model, model_spec(model, source.width),
+        # the authors' own float operations: the hypercolumn materialised (ytmt.checkpoint)
+        spec = {**model_spec(model, source.width), "lazy_hypercolumn": False}
+        save_checkpoint(staging / "model.pt", model, spec,
                         extra={"source": asdict(source)})
         if reg is not None:
             say(f"registering as a version of {reg.name!r} with alias {reg.alias!r}")

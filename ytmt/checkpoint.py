@@ -88,9 +88,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def model_from_checkpoint(path: str | Path, **build_kwargs: Any) -> SeparationModel:
-    """Rebuild the model a checkpoint describes and load its weights (VGG included)."""
+    """Rebuild the model a checkpoint describes and load its weights (VGG included). A spec
+    with ``lazy_hypercolumn: false`` (imported releases) convolves the materialised
+    hypercolumn, the authors' exact float operations; ``build_kwargs`` override."""
     ckpt = load_checkpoint(path)
     spec = ckpt["model"]
+    build_kwargs.setdefault("lazy_hypercolumn", spec.get("lazy_hypercolumn", True))
     model = build_model(spec["variant"], width=spec["width"], hypercolumn=spec["hypercolumn"],
                         plain_layers=spec.get("plain_layers", 10), vgg_weights="random",
                         **build_kwargs)
