@@ -8,7 +8,8 @@ then what a DVC user does next, each step checking that only stale stages re-run
 3. `dvc exp run -S 'train.seeds=[0,1]'` trains seed 1 alone, then evaluates and registers all
    four runs (§2); `dvc plots diff` between the commit and the experiment has each run's
    curves at both revisions, and the page renders without internet (§3).
-4. A benchmark set appears under data/: only scan, evaluate and register re-run.
+4. Real20 is fetched by the scan stage from a local server (params data.download; the lock
+   records it): only scan, evaluate and register re-run, and the report names the copy.
 5. `ytmt separate --model models:/ytmt@champion` works from a fresh shell.
 """
 
@@ -26,6 +27,9 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+
+from tests.data.conftest import Server
+from tests.data.test_datasets import real20_420_zip
 
 pytestmark = pytest.mark.slow
 
@@ -74,18 +78,6 @@ def _dvc(repo: Path, *args: str, timeout: int = 1500) -> str:
 
 def _ran(log: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", log))
-
-
-def _write_benchmark(folder: Path, n: int = 3) -> None:
-    rng = np.random.default_rng(0)
-    for sub in ("blended", "transmission_layer"):
-        (folder / sub).mkdir(parents=True)
-    for i in range(n):
-        t = rng.uniform(0, 0.7, (40, 56, 3))
-        r = rng.uniform(0, 0.3, (40, 56, 3))
-        Image.fromarray((t * 255).astype(np.uint8)).save(folder / "transmission_layer" / f"{i}.png")
-        Image.fromarray((np.clip(t + r, 0, 1) * 255).astype(np.uint8)).save(
-            folder / "blended" / f"{i}.png")
 
 
 def _small_params(repo: Path) -> None:
@@ -157,11 +149,17 @@ def test_dvc_repro_then_bytecode_then_new_seed_then_new_benchmark_then_separate(
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "vegaEmbed" in page and not re.search(r"<script[^>]+src=\"https?:", page)
 
-    _write_benchmark(repo / "data" / "real20")
-    third = _dvc(repo, "repro")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    with Server({"/real20_420.zip": real20_420_zip()}) as srv:
+        params["data"]["download"].update(sets=["real20"], urls={"real20_420": srv.url},
+                                          cache_dir=str(tmp_path / "cache"))
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        third = _dvc(repo, "repro")
     assert _ran(third) == {"scan", "evaluate", "register"}
+    assert "real20_420" in (repo / "datasets.lock.json").read_text()
     assert (repo / "outputs/metrics/eval/real20/unet-no-fi-seed1.json").is_file()
-    assert "real20" in (repo / "outputs" / "eval" / "report.md").read_text()
+    report = (repo / "outputs" / "eval" / "report.md").read_text()
+    assert "real20" in report and "real20_420" in report
 
     photo = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)
