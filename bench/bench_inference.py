@@ -1,13 +1,16 @@
-"""Inference throughput and peak memory: tiled ``ytmt.inference.separate`` against the untiled
-forward (the baseline, measured in the same run).
+"""Inference throughput, share of the matmul peak and peak memory of ``ytmt separate``:
+tiled ``ytmt.inference.separate`` against the untiled forward (the baseline, same run), in
+fp32 and bf16, and a 12 MP photo tiled.
 
 Each measurement runs in a fresh process so that its peak memory is its own: on CPU the peak
 resident set (``ru_maxrss``: model, image, outputs and activations), on CUDA
-``torch.cuda.max_memory_allocated``. Prints megapixels/s and peak memory of both, their
-ratios, and optionally a large photo (default 12 MP) that only the tiled path can run.
+``torch.cuda.max_memory_allocated``. FLOPs are counted once per pass shape
+(``bench.common.count_flops``: every tile of a tiled run has the tile's size) and compared
+with the matmul peak of the same dtype measured in this run (``bench.common.matmul_peak``).
 
-    python bench/bench_inference.py                       # CPU, full-width ytmt-ucs
-    python bench/bench_inference.py --device cuda --large-mp 12
+    python bench/bench_inference.py                 # CPU, 2 threads, full width: README rows
+    python bench/bench_inference.py --save          # + bench/results/inference_cpu2.txt
+    python bench/bench_inference.py --device cuda --threads 0 --tile 512 --overlap 64
     python bench/bench_inference.py --width 8 --size 256x384 --large-mp 0   # a quick look
     python bench/bench_inference.py --variant ytmt-uct-released --psnr      # the released model
 
@@ -28,6 +31,9 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def load_model(args: argparse.Namespace):
@@ -59,6 +65,7 @@ def measure(args: argparse.Namespace, mode: str, height: int, width: int) -> dic
     """Run in this process: build the model, separate a random image, report."""
     import numpy as np
     import torch
+    from common import count_flops
 
     from ytmt.inference import separate, tile_count
 
@@ -68,27 +75,30 @@ def measure(args: argparse.Namespace, mode: str, height: int, width: int) -> dic
     model = load_model(args).to(device)
     image = np.random.default_rng(0).random((height, width, 3), dtype=np.float32)
     tile = None if mode == "untiled" else args.tile
-    separate(model, image[:64, :64], tile=None)  # warm-up (kernels, allocator)
+    passes = tile_count(height, width, tile, args.overlap)
+    one = image if passes == 1 else image[:tile, :tile]  # every tile is tile×tile
+    flops = passes * count_flops(lambda: separate(model, one, tile=None,
+                                                  precision=args.child_precision))
+    separate(model, image[:64, :64], tile=None, precision=args.child_precision)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        separate(model, image, tile=tile, overlap=args.overlap)
+        separate(model, image, tile=tile, overlap=args.overlap, precision=args.child_precision)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     seconds = min(times)
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**30
-        peak_kind = "cuda_max_allocated"
+        peak, peak_kind = torch.cuda.max_memory_allocated() / 2**30, "cuda_max_allocated"
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
         peak_kind = "cpu_peak_rss"
-    return {"mode": mode, "height": height, "width": width, "seconds": seconds,
-            "mp_per_s": height * width / 1e6 / seconds, "peak_gib": peak,
-            "peak_kind": peak_kind, "passes": tile_count(height, width, tile, args.overlap),
+    return {"mode": mode, "precision": args.child_precision, "height": height, "width": width,
+            "seconds": seconds, "mp_per_s": height * width / 1e6 / seconds, "flops": flops,
+            "peak_gib": peak, "peak_kind": peak_kind, "passes": passes,
             "threads": torch.get_num_threads()}
 
 
@@ -115,45 +125,62 @@ def tiling_psnr(args: argparse.Namespace, height: int, width: int) -> dict:
     return out
 
 
-def run_child(args: argparse.Namespace, mode: str, height: int, width: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--size", f"{height}x{width}",
-           "--device", args.device, "--variant", args.variant, "--width", str(args.width),
-           "--tile", str(args.tile), "--overlap", str(args.overlap),
-           "--repeats", str(args.repeats)] + (["--threads", str(args.threads)]
-                                              if args.threads else []) + \
+def run_child(args: argparse.Namespace, mode: str, precision: str, height: int,
+              width: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--child-precision", precision,
+           "--size", f"{height}x{width}", "--device", args.device, "--variant", args.variant,
+           "--width", str(args.width), "--tile", str(args.tile), "--overlap",
+           str(args.overlap), "--repeats", str(args.repeats), "--threads", str(args.threads)] + \
         (["--checkpoint", args.checkpoint] if args.checkpoint else []) + \
         (["--he-init"] if args.he_init else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        return {"mode": mode, "height": height, "width": width,
+        return {"mode": mode, "precision": precision, "height": height, "width": width,
                 "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _print_results(args: argparse.Namespace, results: list[dict], psnr: dict | None,
-                   h: int, w: int) -> None:
-    print(f"{'mode':8s} {'image':>11s} {'passes':>6s} {'seconds':>8s} {'MP/s':>7s} "
-          f"{'peak GiB':>9s}")
-    for r in results:
-        if "error" in r:
-            print(f"{r['mode']:8s} {r['height']}x{r['width']:<6d} failed: {r['error']}")
-            continue
-        print(f"{r['mode']:8s} {r['height']:>5d}x{r['width']:<5d} {r['passes']:>6d} "
-              f"{r['seconds']:>8.2f} {r['mp_per_s']:>7.3f} {r['peak_gib']:>9.2f}")
-    if psnr is not None:
-        print(f"tiled ({args.tile}/{args.overlap}) vs untiled on a {h}x{w} photo: " + (
-            psnr["error"] if "error" in psnr else
-            f"PSNR T {psnr['psnr_t']:.2f} dB, R {psnr['psnr_r']:.2f} dB"))
-    base, tiled = results[0], results[1]
-    if "error" not in base and "error" not in tiled:
-        print(f"tiled / untiled: throughput x{tiled['mp_per_s'] / base['mp_per_s']:.2f}, "
-              f"peak memory x{tiled['peak_gib'] / base['peak_gib']:.2f} "
-              f"({tiled['peak_kind']})")
 
 
 def _size(text: str) -> tuple[int, int]:
     h, w = text.lower().split("x")
     return int(h), int(w)
+
+
+def _report(results: list[dict], peaks: dict, device: str, threads: int) -> None:
+    print(f"{'mode':8s} {'dtype':5s} {'image':>11s} {'passes':>6s} {'seconds':>8s} "
+          f"{'MP/s':>7s} {'GFLOP/s':>8s} {'of peak':>7s} {'peak GiB':>9s}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['mode']:8s} {r['precision']:5s} {r['height']}x{r['width']} failed: "
+                  f"{r['error']}")
+            continue
+        rate = r["flops"] / r["seconds"]
+        r["share_of_peak"] = peaks[r["precision"]].share(rate)
+        print(f"{r['mode']:8s} {r['precision']:5s} {r['height']:>5d}x{r['width']:<5d} "
+              f"{r['passes']:>6d} {r['seconds']:>8.2f} {r['mp_per_s']:>7.3f} "
+              f"{rate / 1e9:>8.0f} {r['share_of_peak']:>7.0%} {r['peak_gib']:>9.2f}")
+    for r in results:
+        if "error" in r:
+            continue
+        mp = r["height"] * r["width"] / 1e6
+        print(f"RESULT inference {mp:.1f} MP {r['mode']} {r['precision']} {device} "
+              f"{threads} threads: {r['seconds']:.1f} s, {r['mp_per_s']:.3f} MP/s, "
+              f"{r['share_of_peak']:.0%} of the {r['precision']} matmul peak "
+              f"({peaks[r['precision']].share_of_reference(r['flops'] / r['seconds']):.0%} of a "
+              f"2048² torch.matmul), peak memory "
+              f"{r['peak_gib']:.2f} GiB")
+
+
+def run_all(args: argparse.Namespace, precisions: list[str]) -> list[dict]:
+    """Untiled and tiled ``--size`` per precision, then the large photo tiled."""
+    h, w = args.size
+    results = []
+    for p in precisions:
+        results += [run_child(args, "untiled", p, h, w), run_child(args, "tiled", p, h, w)]
+    if args.large_mp > 0:
+        lw = int(round((args.large_mp * 1e6 * 4 / 3) ** 0.5))
+        results += [run_child(args, "tiled", p, int(round(lw * 3 / 4)), lw)
+                    for p in precisions]
+    return results
 
 
 def main() -> int:
@@ -166,9 +193,10 @@ def main() -> int:
     ap.add_argument("--tile", type=int, default=256)
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    ap.add_argument("--large-mp", type=float, default=0.0,
-                    help="also run a 4:3 photo of this many megapixels tiled (e.g. 12)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (0: torch default)")
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma list: fp32, bf16")
+    ap.add_argument("--large-mp", type=float, default=12.0,
+                    help="also run a 4:3 photo of this many megapixels tiled (0: skip)")
     ap.add_argument("--checkpoint", default=None,
                     help="measure this ytmt checkpoint (e.g. an imported model) instead")
     ap.add_argument("--he-init", action="store_true",
@@ -176,7 +204,10 @@ def main() -> int:
     ap.add_argument("--psnr", action="store_true",
                     help="also print the PSNR between tiled and untiled outputs at --size")
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--save", action="store_true",
+                    help="also write the output to bench/results/inference_<device><threads>.txt")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-precision", default="fp32", help=argparse.SUPPRESS)
     args = ap.parse_args()
     h, w = args.size
     if args.child:
@@ -184,15 +215,37 @@ def main() -> int:
         print(json.dumps(run(args, h, w)))
         return 0
 
-    print(f"device {args.device}, {args.checkpoint or args.variant} width {args.width}, "
-          f"{'He-normal' if args.he_init else 'default'} init, tile {args.tile} "
-          f"overlap {args.overlap}, image {h}x{w}", flush=True)
-    results = [run_child(args, "untiled", h, w), run_child(args, "tiled", h, w)]
-    if args.large_mp > 0:
-        lw = int(round((args.large_mp * 1e6 * 4 / 3) ** 0.5))
-        results.append(run_child(args, "tiled", int(round(lw * 3 / 4)), lw))
-    psnr = run_child(args, "psnr", h, w) if args.psnr else None
-    _print_results(args, results, psnr, h, w)
+    import torch
+    from common import matmul_peak, saved_output
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    precisions = args.precisions.split(",")
+    with saved_output(f"inference_{args.device}{threads}" if args.save else None):
+        peaks = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16, args.device)
+                 for p in precisions}
+        print(f"device {args.device} ({threads} threads), {args.checkpoint or args.variant} "
+              f"width {args.width}, {'He-normal' if args.he_init else 'default'} init, tile {args.tile} overlap {args.overlap}, image {h}x{w}; measured "
+              + ", ".join(str(p) for p in peaks.values()), flush=True)
+        results = run_all(args, precisions)
+        peaks = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16,
+                                args.device).best(peaks[p]) for p in precisions}
+        print("measured again after the runs (the best of both counts): "
+              + ", ".join(str(p) for p in peaks.values()))
+        _report(results, peaks, args.device, threads)
+        for p in precisions:
+            base, tiled = (next(r for r in results if r["mode"] == m and r["precision"] == p)
+                           for m in ("untiled", "tiled"))
+            if "error" not in base and "error" not in tiled:
+                print(f"{p} tiled / untiled: throughput "
+                      f"x{tiled['mp_per_s'] / base['mp_per_s']:.2f}, peak memory "
+                      f"x{tiled['peak_gib'] / base['peak_gib']:.2f} ({tiled['peak_kind']})")
+        psnr = run_child(args, "psnr", "fp32", h, w) if args.psnr else None
+        if psnr is not None:
+            print(f"tiled ({args.tile}/{args.overlap}) vs untiled on a {h}x{w} photo: " + (
+                psnr["error"] if "error" in psnr else
+                f"PSNR T {psnr['psnr_t']:.2f} dB, R {psnr['psnr_r']:.2f} dB"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": {k: v for k, v in vars(args).items() if k != "child"},

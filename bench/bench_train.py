@@ -22,17 +22,24 @@ throughput and ≥ 40 % MFU.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from ytmt.archs import build_model, get_variant
-from ytmt.config import to_dict
-from ytmt.params import Params
-from ytmt.train.components import (
-    autocast,
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import count_flops, sync  # noqa: E402
+
+from ytmt.archs import build_model, get_variant  # noqa: E402
+from ytmt.config import to_dict  # noqa: E402
+from ytmt.params import Params  # noqa: E402
+from ytmt.precision import resolve_precision  # noqa: E402
+from ytmt.train.components import (  # noqa: E402
     build_components,
     compile_for_training,
+    generator_step,
+    make_optimizer,
     resolve_params,
 )
 
@@ -69,28 +76,19 @@ def make_step(args, device: torch.device, train: dict, lazy_hypercolumn: bool = 
     model, criterion = model.to(device), criterion.to(device)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-4)
+    opt = make_optimizer(model.trainable_parameters(), cfg, device)
     g = torch.Generator().manual_seed(0)
     shape = (args.batch, 3, args.crop, args.crop)
     t = (torch.rand(shape, generator=g) * 0.6).to(device).contiguous(memory_format=fmt)
     r = (torch.rand(shape, generator=g) * 0.4).to(device).contiguous(memory_format=fmt)
     mixture = (t + r).clamp(0, 1)
     forward, loss_fn = compile_for_training(model, criterion, cfg)
+    precision = resolve_precision(cfg.precision, device)
 
     def step() -> None:
-        with autocast(device, cfg.precision):
-            t_hat, r_hat = forward(mixture)
-            terms = loss_fn(t_hat.float(), r_hat.float(), t, r, mixture)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        opt.step()
+        generator_step(forward, loss_fn, opt, (mixture, t, r), device, precision)
 
     return step
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def measure(step, device: torch.device, warmup: int, iters: int) -> float:
@@ -150,13 +148,51 @@ def profile(step, device: torch.device, steps: int, out_dir: str, label: str) ->
     print(f"trace: {path}")
 
 
-def count_flops(step) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
+def mode_table(gpu: bool, compile_mode: str) -> dict[str, tuple[str, dict]]:
+    """{mode: (label, train params)}; the first mode is the baseline."""
+    fast = {"precision": "bf16", "channels_last": True}
+    if not gpu:
+        return {"eager": ("fp32 eager", {}),
+                "channels_last": ("fp32 channels_last", {"channels_last": True}),
+                "fused": ("fp32 fused streams", {"fuse_streams": True}),
+                "bf16": ("bf16 + channels_last", fast)}
+    compiled = {**fast, "compile": True, "compile_mode": compile_mode}
+    return {"eager": ("fp32 eager", {}),
+            "bf16": ("bf16 + channels_last", fast),
+            "compile": ("bf16 + channels_last + compile", compiled),
+            "fused": ("bf16 + cl + compile + fused streams", {**compiled, "fuse_streams": True})}
 
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    return float(counter.get_total_flops())
+
+def run_modes(args, device: torch.device, modes: list[tuple[str, dict]],
+              timing: tuple[int, int], flops: tuple[float, float | None],
+              peak: float | None) -> None:
+    """Time each (label, train params) mode; print img/s, ratio to the first, MFU."""
+    (warmup, iters), (executed, arch) = timing, flops
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False  # the baseline is true fp32
+        torch.backends.cudnn.allow_tf32 = False
+    base = None
+    for label, train in modes:
+        t0 = time.perf_counter()
+        step = make_step(args, device, train)
+        sec = measure(step, device, warmup, iters)
+        setup = time.perf_counter() - t0 - sec * iters
+        ips = args.batch / sec
+        base = base or ips
+        line = (f"{label:36s} {ips:9.1f} img/s  {sec * 1e3:8.1f} ms/step  "
+                f"x{ips / base:5.2f} vs baseline  (setup+warm-up {setup:.0f} s)")
+        if peak:
+            line += f"  MFU {executed / sec / (peak * 1e12):6.1%} executed"
+            if arch:
+                line += f", {arch / sec / (peak * 1e12):6.1%} architecture"
+            line += f" of {peak:.0f} TFLOP/s"
+        print(line, flush=True)
+        if args.profile:
+            profile(step, device, args.profile_steps, args.profile, label)
+        del step
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--modes", default=None,
                     help="comma list of modes to run (default: all); the first is the baseline: "
-                         "eager, channels_last, fused (CPU); eager, bf16, compile, fused (GPU)")
+                         "eager, channels_last, fused, bf16 (CPU); eager, bf16, compile, fused "
+                         "(GPU)")
     ap.add_argument("--compile-mode", default="default",
                     help="train.compile_mode of the 'compile' mode: default, max-autotune, "
                          "reduce-overhead (CUDA graphs), max-autotune-no-cudagraphs")
@@ -192,21 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args.batch = args.batch or (16 if gpu else 4)
     warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
     iters = args.iters or (20 if gpu else 5)
-    fast = {"precision": "bf16", "channels_last": True}
-    compiled = {**fast, "compile": True, "compile_mode": args.compile_mode}
-    if gpu:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = False  # the baseline is true fp32
-        torch.backends.cudnn.allow_tf32 = False
-        modes = {"eager": ("fp32 eager", {}),
-                 "bf16": ("bf16 + channels_last", fast),
-                 "compile": ("bf16 + channels_last + compile", compiled),
-                 "fused": ("bf16 + cl + compile + fused streams",
-                           {**compiled, "fuse_streams": True})}
-    else:
-        modes = {"eager": ("fp32 eager", {}),
-                 "channels_last": ("fp32 channels_last", {"channels_last": True}),
-                 "fused": ("fp32 fused streams", {"fuse_streams": True})}
+    modes = mode_table(gpu, args.compile_mode)
     picked = args.modes.split(",") if args.modes else list(modes)
     unknown = [m for m in picked if m not in modes]
     if unknown:
@@ -225,28 +248,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f", {arch / 1e9:.1f} GFLOP as the architecture is written "
              f"({arch / args.batch / 1e9:.2f} per image)" if arch else ""))
     peak = args.peak_tflops or (peak_tflops(name) if gpu else None)
-    base = None
-    for key in picked:
-        label, train = modes[key]
-        t0 = time.perf_counter()
-        step = make_step(args, device, train)
-        sec = measure(step, device, warmup, iters)
-        setup = time.perf_counter() - t0 - sec * iters
-        ips = args.batch / sec
-        base = base or ips
-        line = (f"{label:36s} {ips:9.1f} img/s  {sec * 1e3:8.1f} ms/step  "
-                f"x{ips / base:5.2f} vs baseline  (setup+warm-up {setup:.0f} s)")
-        if peak:
-            line += f"  MFU {flops / sec / (peak * 1e12):6.1%} executed"
-            if arch:
-                line += f", {arch / sec / (peak * 1e12):6.1%} architecture"
-            line += f" of {peak:.0f} TFLOP/s"
-        print(line, flush=True)
-        if args.profile:
-            profile(step, device, args.profile_steps, args.profile, label)
-        del step
-        if gpu:
-            torch.cuda.empty_cache()
+    run_modes(args, device, [modes[k] for k in picked], (warmup, iters), (flops, arch), peak)
     if gpu and not peak:
         print(f"no peak bf16 FLOP/s known for {name!r}: pass --peak-tflops for MFU")
     return 0

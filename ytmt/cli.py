@@ -4,7 +4,7 @@
 
     ytmt variants                                  # the network variants, one per line
     ytmt separate PATH... --model MODEL --out DIR [--recursive] [--tile N --overlap N]
-                                                  [--device cpu|cuda]
+                                                  [--device cpu|cuda] [--precision auto|fp32|bf16]
     ytmt fetch-data SET... --data DIR [--from ARCHIVE | --url URL] [--wild-list 454|500]
                                       [--real20-copy real20_420|full] [--lock FILE]
     ytmt import-authors FILE --out DIR [--vgg-path P] [--register NAME] [--alias ALIAS]
@@ -41,7 +41,8 @@ def _positive_or_zero(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ytmt.inference import DEFAULT_OVERLAP, DEFAULT_TILE
+    from ytmt.inference import DEFAULT_OVERLAP, DEFAULT_PRECISION, DEFAULT_TILE
+    from ytmt.precision import PRECISIONS
 
     parser = argparse.ArgumentParser(prog="ytmt", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("--overlap", type=_positive_or_zero, default=DEFAULT_OVERLAP,
                      help=f"pixels shared by neighbouring tiles (default {DEFAULT_OVERLAP})")
     sep.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    sep.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                     help=f"compute precision (default {DEFAULT_PRECISION}: bf16 where the "
+                          "device computes it natively, else fp32; weights stay fp32)")
     sep.add_argument("--tracking-uri", default=None,
                      help="MLflow tracking/registry URI for models:/ and runs:/ (default: "
                           "$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
@@ -151,6 +155,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
 
     from ytmt.inference import (ImageReadError, check_tiling, load_image, save_png, separate,
                                 tile_count)
+    from ytmt.precision import resolve_precision
     from ytmt.serving import load_separator
 
     tile = args.tile or None
@@ -159,6 +164,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
     from ytmt.photos import plan_photos
 
     photos = plan_photos(args.paths, recursive=args.recursive)
+    precision = resolve_precision(args.precision, args.device)
     try:
         model = load_separator(args.model, tracking_uri=args.tracking_uri)
     except MlflowException as err:
@@ -180,15 +186,15 @@ def cmd_separate(args: argparse.Namespace) -> int:
             with tqdm(total=tile_count(h, w, tile, args.overlap), unit="tile", leave=False,
                       desc=path.name, file=sys.stderr) as tiles:
                 t_hat, r_hat = separate(model, image, tile=tile, overlap=args.overlap,
-                                        device=args.device,
+                                        device=args.device, precision=precision,
                                         progress=lambda done, total: tiles.update(1))
             t_path, r_path = photo.outputs(args.out)
             save_png(t_hat, t_path)
             save_png(r_hat, r_path)
             bar.update(1)
     done = len(photos) - failed
-    print(f"wrote {done} pair(s) to {args.out}" + (f"; {failed} input(s) failed" if failed
-                                                    else ""), file=sys.stderr)
+    print(f"wrote {done} pair(s) to {args.out} ({precision})"
+          + (f"; {failed} input(s) failed" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from ytmt.checkpoint import load_checkpoint
+from ytmt.precision import DEFAULT_PRECISION
 from ytmt.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 CHECKPOINT_ARTIFACT = "checkpoint"
@@ -51,7 +52,8 @@ def example_input(size: int = 32, seed: int = 0) -> pd.DataFrame:
 
 def signature():
     """Input: string column ``image``; output: string columns ``transmission``,
-    ``reflection``; optional params ``tile`` (0: untiled) and ``overlap``."""
+    ``reflection``; optional params ``tile`` (0: untiled), ``overlap`` and ``precision``
+    (auto, fp32, bf16: :mod:`ytmt.precision`)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -59,7 +61,8 @@ def signature():
         inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
         outputs=Schema([ColSpec("string", c) for c in OUTPUT_COLUMNS]),
         params=ParamSchema([ParamSpec("tile", "long", DEFAULT_TILE),
-                            ParamSpec("overlap", "long", DEFAULT_OVERLAP)]))
+                            ParamSpec("overlap", "long", DEFAULT_OVERLAP),
+                            ParamSpec("precision", "string", DEFAULT_PRECISION)]))
 
 
 def pip_requirements() -> list[str]:

@@ -7,7 +7,7 @@ works, large images tiled.
 Request and response (``mlflow models serve``, ``/invocations``)::
 
     {"dataframe_split": {"columns": ["image"], "data": [["<base64 PNG/JPEG/TIFF bytes>"]]},
-     "params": {"tile": 256, "overlap": 32}}                    # params optional
+     "params": {"tile": 256, "overlap": 32, "precision": "auto"}}   # params optional
     -> {"predictions": [{"transmission": "<base64 PNG>", "reflection": "<base64 PNG>"}]}
 
 The serving environment must have the ``ytmt`` package installed (``--env-manager local`` in
@@ -39,6 +39,7 @@ from ytmt.mlflow_model import (  # noqa: F401 - log_model re-exported for caller
     log_model,
 )
 from ytmt.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from ytmt.precision import DEFAULT_PRECISION, PRECISIONS
 
 
 def _b64_image(b64: Any, row: int) -> np.ndarray:
@@ -71,10 +72,14 @@ class SeparatorModel(PythonModel):
         params = params or {}
         tile = int(params.get("tile", DEFAULT_TILE))
         overlap = int(params.get("overlap", DEFAULT_OVERLAP))
+        precision = str(params.get("precision", DEFAULT_PRECISION))
+        if precision not in PRECISIONS:
+            raise ValueError(f"params.precision = {precision!r}: expected one of "
+                             f"{', '.join(PRECISIONS)}")
         rows = []
         for i, b64 in enumerate(model_input[INPUT_COLUMN].tolist()):
             t_hat, r_hat = separate(self.model, _b64_image(b64, i), tile=tile or None,
-                                    overlap=overlap)
+                                    overlap=overlap, precision=precision)
             rows.append({"transmission": base64.b64encode(encode_png(t_hat)).decode("ascii"),
                          "reflection": base64.b64encode(encode_png(r_hat)).decode("ascii")})
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))

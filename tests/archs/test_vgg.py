@@ -172,3 +172,29 @@ def test_factorised_first_conv_equals_conv_of_the_materialised_hypercolumn(size,
     gb = torch.autograd.grad(b, (weight, bias), g)
     for u, v in zip(ga, gb):
         assert torch.allclose(u, v, atol=1e-3, rtol=1e-4)
+
+
+def test_autocast_uses_the_cast_weights_autocast_would_make(tmp_path):
+    """Under bf16 autocast the frozen VGG convolves with weights it cast once: exactly the
+    reference forward under autocast (taps and input gradient); new weights are picked up."""
+    state = torchvision_format_state_dict()
+    path = tmp_path / VGG19_FILE
+    torch.save(state, path)
+    vgg = VGG19Features()
+    vgg.load_torchvision(path)
+    x = torch.rand(2, 3, 32, 40, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, ref = vgg(x), reference_taps(state, x)
+        again = vgg(x)  # from the cache
+    assert ours[0].dtype == torch.bfloat16
+    assert all(torch.equal(a, b) for a, b in zip(ours, ref))
+    assert all(torch.equal(a, b) for a, b in zip(again, ref))
+    grads = [torch.autograd.grad(sum(t.float().sum() for t in taps), x)[0]
+             for taps in (ours, ref)]
+    assert torch.equal(*grads)
+    vgg.randomize(3)  # in-place writes: the cached copy is stale
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fresh = vgg(x)
+        expected = reference_taps(vgg.state_dict(), x)
+    assert all(torch.equal(a, b) for a, b in zip(fresh, expected))
+    assert not torch.equal(fresh[0], ours[0])

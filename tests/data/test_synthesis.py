@@ -212,3 +212,30 @@ def test_real_pairs_join_train_marked_real(images_dir, tmp_path):
                                                                             "reflection")
     assert np.array_equal(r, np.clip(m.astype(int) - t, 0, 255))
     assert Counter(reals.t_id) == {"p0": 2, "p1": 2, "p2": 2}
+
+
+def _marked_task(task, cfg, marks):
+    """Stands in for run_task in the pool: records that ``task`` started."""
+    (marks / f"{task}").write_text("")
+    return task
+
+
+def test_the_pool_runs_at_most_two_tasks_per_worker_ahead_of_the_writer(tmp_path,
+                                                                         monkeypatch):
+    """Finished chunks must not pile up in the parent while it writes (issue 13's scale
+    bench: the parent's memory grew with the number of mixtures under Pool.imap)."""
+    import time
+    from functools import partial
+
+    import ytmt.data.synthesis as synthesis
+
+    monkeypatch.setattr(synthesis, "run_task", partial(_marked_task, marks=tmp_path))
+    from ytmt.data.config import SynthesizeConfig
+
+    cfg = SynthesizeConfig(workers=2)
+    results = synthesis.map_tasks(list(range(12)), cfg)
+    for consumed in range(1, 13):
+        assert next(results) == consumed - 1  # in task order
+        time.sleep(0.05)  # a slow writer
+        assert len(list(tmp_path.iterdir())) <= consumed + 2 * 2 - 1
+    assert next(results, None) is None

@@ -14,8 +14,8 @@ from PIL import Image
 import ytmt
 from ytmt.checkpoint import UnsafeCheckpoint, load_checkpoint, model_from_checkpoint
 from ytmt.cli import main
+from ytmt.inference import DEFAULT_PRECISION, load_image, separate
 from ytmt.photos import plan_photos
-from ytmt.inference import load_image, separate
 from ytmt.serving import load_separator
 
 
@@ -45,9 +45,10 @@ def test_separate_files_and_folders(tmp_path, tiny_checkpoint, photo, capsys):
     assert sorted(p.name for p in out.iterdir()) == [
         "a_R.png", "a_T.png", "b_R.png", "b_T.png", "c_R.png", "c_T.png"]
     assert load_image(out / "b_T.png").shape == (50, 70, 3)
-    # What was written is the model's tiled output, quantised to 8 bits.
+    # What was written is the model's tiled output (default precision), quantised to 8 bits.
     model = model_from_checkpoint(tiny_checkpoint)
-    t_hat, _ = separate(model, load_image(tmp_path / "in" / "b.png"), tile=32, overlap=8)
+    t_hat, _ = separate(model, load_image(tmp_path / "in" / "b.png"), tile=32, overlap=8,
+                        precision=DEFAULT_PRECISION)
     assert np.abs(load_image(out / "b_T.png") - t_hat).max() <= 0.5 / 255 + 1e-6
     assert "wrote 3 pair(s)" in capsys.readouterr().err
 
@@ -151,3 +152,54 @@ def test_12_megapixel_photo_on_cpu_under_4_gib(tmp_path):
                          capture_output=True, text=True, timeout=1800)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["peak_rss_gib"] < 4.0, result
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory, photo):
+    """A width-8 ytmt-ucs trained for 40 steps on crops of ``photo`` (T) behind a blurred
+    reflection (R), in fp32; with the (T, R, mixture) it was trained on."""
+    import torch.nn.functional as F
+    from skimage import data
+
+    from ytmt.checkpoint import model_spec, save_checkpoint
+    from ytmt.train.components import (build_components, generator_step, make_optimizer,
+                                       resolve_params)
+
+    from ..train.conftest import tiny_params
+
+    params = resolve_params(tiny_params(model__width=8, train__lr=2e-3))
+    parts = build_components(params, "ytmt-ucs")
+    opt = make_optimizer(parts.model.trainable_parameters(), params.train, torch.device("cpu"))
+    coffee = torch.from_numpy(data.coffee()[::3, ::3][:96, :128].transpose(2, 0, 1) / 255)
+    blurred = F.avg_pool2d(coffee[None].float(), 5, 1, 2, count_include_pad=False)[0]
+    t, r = photo * 0.7, blurred.permute(1, 2, 0).numpy() * 0.3
+    images = [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
+              for a in (t + r, t, r)]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        y, x = (int(torch.randint(0, n - 48, (1,), generator=gen)) for n in (96, 128))
+        crop = tuple(a[..., y:y + 48, x:x + 48] for a in images)
+        generator_step(parts.model, parts.criterion, opt, crop, torch.device("cpu"), "fp32")
+    path = save_checkpoint(tmp_path_factory.mktemp("trained") / "model.pt", parts.model,
+                           model_spec(parts.model, 8))
+    return path, t, t + r
+
+
+def test_separate_in_bf16_matches_fp32_within_half_a_db(tmp_path, trained_checkpoint):
+    """Issue 13, acceptance 3: on a trained model, `ytmt separate --precision bf16` scores
+    within 0.5 dB PSNR of fp32 against the truth, and the two outputs nearly coincide."""
+    from ytmt.metrics import psnr_ssim
+
+    path, t, mixture = trained_checkpoint
+    _write(tmp_path / "m.png", (mixture * 255).round().astype(np.uint8))
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        assert main(["separate", str(tmp_path / "m.png"), "--model", str(path), "--out",
+                     str(tmp_path / precision), "--precision", precision, "--tile", "0"]) == 0
+        outputs[precision] = load_image(tmp_path / precision / "m_T.png")
+    psnr = {p: psnr_ssim(o, t)[0] for p, o in outputs.items()}
+    identity = psnr_ssim(load_image(tmp_path / "m.png"), t)[0]
+    assert psnr["fp32"] > identity + 1.0, (psnr, identity)  # the model did learn
+    assert abs(psnr["bf16"] - psnr["fp32"]) < 0.5, psnr
+    assert psnr_ssim(outputs["bf16"], outputs["fp32"])[0] > 35.0
+    assert not np.array_equal(outputs["bf16"], outputs["fp32"])  # bf16 did run

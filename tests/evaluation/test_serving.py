@@ -10,7 +10,7 @@ import torch
 
 from tests.evaluation.serve import b64_png, invoke, model_server
 from ytmt.checkpoint import model_from_checkpoint
-from ytmt.inference import decode_image, encode_png, separate
+from ytmt.inference import DEFAULT_PRECISION, decode_image, encode_png, separate
 from ytmt.serving import load_separator, log_model
 
 
@@ -44,10 +44,17 @@ def test_pyfunc_works_at_any_size_and_matches_in_process(logged, tiny_checkpoint
         assert list(out.columns) == ["transmission", "reflection"]
         t_served = decode_image(base64.b64decode(out.loc[0, "transmission"]))
         r_served = decode_image(base64.b64decode(out.loc[0, "reflection"]))
-        t_hat, r_hat = separate(model, u8.astype(np.float32) / 255, tile=None)
+        t_hat, r_hat = separate(model, u8.astype(np.float32) / 255, tile=None,
+                                precision=DEFAULT_PRECISION)
         assert t_served.shape == shape + (3,)
         np.testing.assert_array_equal(t_served, decode_image(encode_png(t_hat)))
         np.testing.assert_array_equal(r_served, decode_image(encode_png(r_hat)))
+    # an explicit precision is honoured: fp32 is the exact fp32 model
+    out = pf.predict(pd.DataFrame({"image": [b64_png(u8)]}),
+                     params={"tile": 0, "precision": "fp32"})
+    t_hat, _ = separate(model, u8.astype(np.float32) / 255, tile=None, precision="fp32")
+    np.testing.assert_array_equal(decode_image(base64.b64decode(out.loc[0, "transmission"])),
+                                  decode_image(encode_png(t_hat)))
 
 
 def test_pyfunc_rejects_bad_rows(logged):
@@ -56,6 +63,8 @@ def test_pyfunc_rejects_bad_rows(logged):
         pf.predict(pd.DataFrame({"image": ["***"]}))
     with pytest.raises(Exception, match="not an image"):
         pf.predict(pd.DataFrame({"image": [base64.b64encode(b"hello").decode()]}))
+    with pytest.raises(Exception, match="params.precision = 'fp16': expected one of auto"):
+        pf.predict(pd.DataFrame({"image": ["AAAA"]}), params={"precision": "fp16"})
 
 
 def test_log_model_needs_a_run_and_a_safe_checkpoint(store, tmp_path):
@@ -93,7 +102,8 @@ def test_mlflow_models_serve_answers_on_localhost(store, logged, tiny_checkpoint
     t_served = decode_image(base64.b64decode(pred["transmission"]))
     r_served = decode_image(base64.b64decode(pred["reflection"]))
     mixture = u8.astype(np.float32) / 255
-    t_hat, r_hat = separate(model_from_checkpoint(tiny_checkpoint), mixture, tile=64, overlap=16)
+    t_hat, r_hat = separate(model_from_checkpoint(tiny_checkpoint), mixture, tile=64, overlap=16,
+                            precision=DEFAULT_PRECISION)  # the server's default
     # The served layers add up to the input exactly as well as the model's own outputs do
     # (the model's reconstruction error), up to the 8-bit PNG quantisation of each layer.
     served_err = np.abs(t_served + r_served - mixture)

@@ -37,8 +37,10 @@ def tiny_params(tmp_path: Path | None = None, **overrides) -> dict:
     (``{"train.epochs": 2}`` as ``train__epochs=2``)."""
     data = to_dict(Params())
     data["model"].update(width=4, vgg_weights="random")
+    # fp32: the loop's tests compare runs to tight tolerances (bf16 has its own tests)
     data["train"].update(num_workers=0, batch_size=4, crop=32, epochs=1, lr=1e-3,
-                         log_every_steps=100, sample_count=2, cpus_per_worker=0.5)
+                         log_every_steps=100, sample_count=2, cpus_per_worker=0.5,
+                         precision="fp32")
     if tmp_path is not None:
         data["train"]["storage_path"] = str(tmp_path / "ray_results")
         data["train"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"

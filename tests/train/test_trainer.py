@@ -18,6 +18,7 @@ from PIL import Image
 
 from ytmt.config import ConfigError
 from ytmt.params import parse_params
+from ytmt.precision import resolve_precision
 from ytmt.tracking import TrackingUnavailable
 from ytmt.train.trainer import ShardsMissing, read_overrides, train_variant
 
@@ -87,10 +88,12 @@ def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
     import mlflow
     from mlflow import MlflowClient
 
+    from ytmt.precision import resolve_precision
     from ytmt.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
     params = tiny_params(tmp_path, train__epochs=2, train__max_steps_per_epoch=1,
-                         train__sample_every=1, train__num_workers=2)  # Ray Train DDP
+                         train__sample_every=1, train__num_workers=2,  # Ray Train DDP
+                         train__precision="auto")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "best.yaml").write_text("loss.perceptual: 0.05\n")
     out, metrics, plots = tmp_path / "model", tmp_path / "val.json", tmp_path / "plots"
@@ -129,6 +132,8 @@ def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
     assert run.info.status == "FINISHED" and run.info.run_id == info["mlflow_run_id"]
     assert run.data.params["loss.perceptual"] == "0.05"  # the tune stage's override
     assert run.data.params["vgg_weights_used"] == "random"
+    assert run.data.params["train.precision"] == "auto"
+    assert run.data.params["precision_used"] == resolve_precision("auto", "cpu")
     assert run.data.tags["vgg_weights"] == "random"
     tags = run.data.tags  # provenance, as mlflow.start_run records it
     assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL"

@@ -107,15 +107,45 @@ class VGG19Features(nn.Module):
         assert len(self.features) == TAPS[-1] + 1
         self.requires_grad_(False)
         self.weights = VGGWeights("random", "torch default init")
+        self._cast_cache: dict = {}  # (dtype, device) -> (weights' stamp, cast weights)
 
     def forward(self, x: Tensor, taps: tuple[int, ...] = TAPS) -> list[Tensor]:
-        """Outputs after the modules in ``taps`` for x (B,3,H,W); runs only as deep as needed."""
+        """Outputs after the modules in ``taps`` for x (B,3,H,W); runs only as deep as needed.
+
+        Under autocast the convolutions use a cached copy of the weights in the autocast
+        dtype: the same numbers autocast would make, but cast once while the (frozen)
+        weights stay unchanged instead of at every call (autocast caches only parameters
+        that require gradients)."""
+        cast = self._autocast_weights(x)
         out = []
         for i, module in enumerate(self.features[: max(taps) + 1]):
-            x = module(x)
+            if cast is not None and i in cast:
+                x = F.conv2d(x, *cast[i], padding=module.padding)
+            else:
+                x = module(x)
             if i in taps:
                 out.append(x)
         return out
+
+    def _autocast_weights(self, x: Tensor) -> dict[int, tuple[Tensor, Tensor]] | None:
+        """{module index: (weight, bias)} in the active autocast dtype of ``x``'s device, or
+        None when autocast is off (or under torch.compile, which fuses the casts itself)."""
+        kind = x.device.type
+        if torch.compiler.is_compiling() or not torch.is_autocast_enabled(kind):
+            return None
+        dtype = torch.get_autocast_dtype(kind)
+        convs = {i: m for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)}
+        # a new tensor (load_state_dict, .to()) changes data_ptr; an in-place write _version
+        stamp = tuple((m.weight.data_ptr(), m.weight._version, m.bias._version)
+                      for m in convs.values())
+        key = (dtype, x.device)
+        cached = self._cast_cache.get(key)
+        if cached is None or cached[0] != stamp:
+            with torch.no_grad():
+                cached = (stamp, {i: (m.weight.to(dtype), m.bias.to(dtype))
+                                  for i, m in convs.items()})
+            self._cast_cache = {key: cached}
+        return cached[1]
 
     def load_torchvision(self, path: str | Path) -> None:
         """Load torchvision's VGG-19 state dict (``weights_only``, hash-checked as torch hub
@@ -256,6 +286,10 @@ class HypercolumnFeatures:
                  if 8 * p.shape[-2] * p.shape[-1] >= height * width]
         out = F.conv2d(torch.cat([_upsample(parts[i], (height, width)) for i in dense], 1),
                        torch.cat([splits[i] for i in dense], 1), bias, padding=1)
+        # shift_{dy,dx}(up(z)) = rows[dy] · z · cols[dx]ᵀ, summed over dy, dx and the taps:
+        # the columns per tap (at its height), then the rows of every tap in one matmul over
+        # the stacked (tap, dy, row) axis K, written once, channels last.
+        coarse, rows = [], []
         for i, (part, w) in enumerate(zip(parts, splits)):
             if i in dense:
                 continue
@@ -263,11 +297,13 @@ class HypercolumnFeatures:
             # (out, c, 3, 3) -> (9·out, c, 1, 1): the nine 1×1 mixes, at the tap's size
             w9 = w.permute(2, 3, 0, 1).reshape(9 * out_ch, w.shape[1], 1, 1)
             z = F.conv2d(part, w9).view(batch, 3, 3, out_ch, h, w_in)
-            rows = _shifted_upsampling(h, height, part)     # (3, H, h)
             cols = _shifted_upsampling(w_in, width, part)   # (3, W, w)
-            # shift_{dy,dx}(up(z)) = rows[dy] · z · cols[dx]ᵀ, summed over dy, dx
-            zc = torch.einsum("byxchw,xvw->bychv", z, cols)
-            out = out + torch.einsum("bychv,yuh->bcuv", zc, rows)
+            zc = torch.einsum("byxchw,xvw->byhvc", z, cols)  # (B, 3, h, W, out)
+            coarse.append(zc.reshape(batch, 3 * h, width * out_ch))
+            rows.append(_shifted_upsampling(h, height, part).transpose(1, 2).reshape(3 * h, height))
+        if coarse:  # (H, K) @ (B, K, W·out) -> (B, H, W, out)
+            up = torch.matmul(torch.cat(rows).t(), torch.cat(coarse, 1))
+            out = out + up.view(batch, height, width, out_ch).permute(0, 3, 1, 2)
         return out
 
 

@@ -20,7 +20,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from functools import lru_cache, partial
@@ -151,7 +151,12 @@ def _init_worker() -> None:
 
 def map_tasks(tasks: list[Task], cfg: SynthesizeConfig) -> Iterator[Batch]:
     """Run ``tasks`` in order: in-process, on a local process pool (every core by default)
-    or as Ray tasks (``backend: ray``); results come back in task order."""
+    or as Ray tasks (``backend: ray``); results come back in task order.
+
+    At most two tasks per worker are in flight, so finished chunks never pile up while the
+    caller writes: ``Pool.imap`` submits every task at once, and on 2 cores, where the
+    writer shares the CPUs with the workers, the parent's memory then grew with the number
+    of mixtures (569 MiB at 523 mixtures, 2,596 MiB at 8,407; bench/bench_scale.py)."""
     fn = partial(run_task, cfg=cfg)
     if cfg.backend == "ray":
         yield from _map_ray(tasks, cfg)
@@ -164,7 +169,13 @@ def map_tasks(tasks: list[Task], cfg: SynthesizeConfig) -> Iterator[Batch]:
     # ~2 s per worker); they only run numpy/OpenCV/PIL code on their own data.
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     with mp.get_context(method).Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap(fn, tasks, chunksize=1)
+        pending: deque = deque()
+        for task in tasks:
+            pending.append(pool.apply_async(fn, (task,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 def _task_paths(task: Task) -> list[str]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ytmt.config import ConfigError, bounded
+from ytmt.precision import Precision
 
 Protocol = Literal["paper", "strict"]
 
@@ -20,7 +21,10 @@ class EvaluateConfig:
     synthetic test split. ``max_images``: at most this many images per set (null: all).
     ``tile``: 0 runs each image in one pass like the paper; N > 0 tiles images larger than
     N×N (``overlap`` shared pixels) to bound memory with full-width models.
-    ``visual_cases``: best and worst images per set drawn as input/T̂/R̂/T grids.
+    ``precision``: ``fp32``, ``bf16`` (autocast; weights stay fp32) or ``auto`` (bf16 where
+    ``device`` computes it natively, :mod:`ytmt.precision`); the summary records the
+    resolved value. ``visual_cases``: best and worst images per set drawn as input/T̂/R̂/T
+    grids.
     ``experiment``: MLflow experiment for models without a training run to log into.
     ``tracking_uri`` null: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``.
     ``imported``: name → folder of a model made by ``ytmt import-authors`` (its ``model.pt``
@@ -33,6 +37,7 @@ class EvaluateConfig:
     tile: int = bounded(0, ge=0)
     overlap: int = bounded(32, ge=0)
     device: str = "cpu"
+    precision: Precision = "fp32"
     torch_threads: int | None = bounded(None, ge=1)
     visual_cases: int = bounded(3, ge=0)
     experiment: str = "ytmt-evaluate"
@@ -53,7 +58,7 @@ class EvaluateConfig:
     def _validate_imported(self) -> None:
         import re
 
-        from ytmt.archs.ytmt import VARIANTS
+        from ytmt.variants import VARIANTS
 
         for name, folder in self.imported.items():
             if not re.fullmatch(r"[\w\-.]+", name):

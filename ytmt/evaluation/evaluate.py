@@ -29,6 +29,7 @@ import numpy as np
 from ytmt.evaluation.config import EvaluateConfig
 from ytmt.evaluation.outputs import aggregate, case_grid_png, rows_to_csv, write_dvc_metrics
 from ytmt.fileio import atomic_write_text, partial_dir, replace_dir
+from ytmt.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,8 @@ def evaluate_model_on_set(model, eval_set: EvalSet, cfg: EvaluateConfig,
     cases = Cases(cfg.visual_cases)
     for sample in iter_samples(eval_set, cfg.max_images):
         t_hat, r_hat = separate(model, sample.mixture, tile=cfg.tile or None,
-                                overlap=cfg.overlap, device=cfg.device)
+                                overlap=cfg.overlap, device=cfg.device,
+                                precision=cfg.precision)
         scores = score_sample(t_hat, r_hat, sample, cfg.protocols)
         rows.append({"image": sample.name, "reflection_source": sample.reflection_source,
                      **scores})
@@ -409,6 +411,7 @@ def _evaluate_into(cfg: EvaluateConfig, entries: list[ModelEntry], sets: list[Ev
                      for s in sets}
     summary = {
         "protocols": list(cfg.protocols),
+        "precision": resolve_precision(cfg.precision, cfg.device),
         "tracking_uri": tracking_uri if log_mlflow else None,
         "sets": [{**asdict(s), "scored": scored_counts[s.name]} for s in sets],
         "models": models_out,

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ytmt.config import ConfigError, bounded
+from ytmt.precision import Precision
 
 
 Backend = Literal["auto", "gloo", "nccl"]
-Precision = Literal["fp32", "bf16"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 CompileBackend = Literal["inductor", "aot_eager", "cudagraphs", "eager"]
 
@@ -70,15 +70,17 @@ class TrainConfig:
     ``<cwd>/outputs/ray_results``). ``tracking_uri`` null: ``$MLFLOW_TRACKING_URI`` or the
     local SQLite store (:mod:`ytmt.tracking`).
 
-    Speed (GPUs): ``precision: bf16`` runs the generator, the losses and the discriminator
-    under bf16 autocast (weights, optimiser state, checkpoints and validation stay fp32);
-    ``channels_last`` stores weights and batches NHWC; ``compile`` wraps the (DDP) model and
-    the loss in ``torch.compile(backend=compile_backend, mode=compile_mode)`` (the modes are
-    inductor's; ``aot_eager`` traces forward and backward without generating code, a quick
-    way to check that a model compiles); ``fuse_streams`` runs the two streams' 3×3 convs of
-    each block as one grouped conv (same parameters and checkpoints). All are off by
-    default: on a CPU bf16 and compile cost more than they save (bench/bench_train.py
-    measures each).
+    Speed: ``precision: bf16`` runs the generator, the losses and the discriminator under
+    bf16 autocast (weights, optimiser state, checkpoints and validation stay fp32); ``auto``
+    (the default) is bf16 where the device computes it natively (a CUDA GPU with bf16, a CPU
+    with AVX-512 BF16 or AMX) and fp32 elsewhere (:mod:`ytmt.precision`); the resolved value
+    is logged as ``precision_used``. ``channels_last`` stores weights and batches NHWC;
+    ``compile`` wraps the (DDP) model and the loss in
+    ``torch.compile(backend=compile_backend, mode=compile_mode)`` (the modes are inductor's;
+    ``aot_eager`` traces forward and backward without generating code, a quick way to check
+    that a model compiles); ``fuse_streams`` runs the two streams' 3×3 convs of each block
+    as one grouped conv (same parameters and checkpoints). ``bench/bench_step.py`` and
+    ``bench/bench_train.py`` measure each (docs/training.md).
     """
 
     variants: tuple[str, ...] = ("ytmt-ucs",)
@@ -97,7 +99,7 @@ class TrainConfig:
     gan: bool = False
     discriminator_width: int = bounded(64, ge=1)
     # speed: mixed precision, memory format, torch.compile
-    precision: Precision = "fp32"
+    precision: Precision = "auto"
     channels_last: bool = False
     compile: bool = False
     compile_mode: CompileMode = "default"

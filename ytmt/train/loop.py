@@ -58,11 +58,14 @@ from torch.utils.data import DataLoader, IterableDataset
 from ytmt.archs import get_variant
 from ytmt.checkpoint import load_checkpoint, model_spec, save_checkpoint
 from ytmt.config import flatten, to_dict
+from ytmt.precision import resolve_precision
 from ytmt.train.components import (
     autocast,
     build_components,
     compile_for_training,
+    generator_step,
     learning_rate,
+    make_optimizer,
     resolve_params,
 )
 from ytmt.train.report import (
@@ -182,12 +185,13 @@ def _validate(model: nn.Module, loader: DataLoader, device: torch.device,
 
 
 def _logged_params(params, variant: str, shards: str, world: int, vgg_mode: str,
-                   stage1: str | None) -> dict[str, Any]:
-    """The full resolved config, flattened for MLflow (``loss.perceptual``, ...)."""
+                   stage1: str | None, precision: str) -> dict[str, Any]:
+    """The full resolved config, flattened for MLflow (``loss.perceptual``, ...), with the
+    VGG weights and the compute precision actually used (``train.precision: auto`` resolved)."""
     resolved = {k: to_dict(getattr(params, k)) for k in ("model", "loss", "train")}
     return {"variant": variant, "seed": params.seed, "shards": shards, "world_size": world,
             "vgg_weights_used": vgg_mode, "stage1_checkpoint": stage1 or "none",
-            **flatten(resolved)}
+            "precision_used": precision, **flatten(resolved)}
 
 
 # --------------------------------------------------------------------------- the loop
@@ -214,6 +218,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     device = ray.train.torch.get_device()
+    precision = resolve_precision(cfg.precision, device)  # auto: bf16 where native
 
     parts = build_components(params, variant, warn_random_vgg=False)  # the driver warned
     model, criterion, disc, vgg = parts.model, parts.criterion, parts.discriminator, parts.vgg
@@ -236,13 +241,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     net = ray.train.torch.prepare_model(model)  # to device; DDP when world > 1
     criterion.to(device)
     net, loss_fn = compile_for_training(net, criterion, cfg)
-    betas = (cfg.betas[0], cfg.betas[1])
-    opt = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, betas=betas,
-                           eps=cfg.adam_eps)
+    opt = make_optimizer(model.trainable_parameters(), cfg, device)
     opt_d = None
     if disc is not None:
         disc.to(device, memory_format=fmt)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=betas, eps=cfg.adam_eps)
+        opt_d = make_optimizer(disc.parameters(), cfg, device)
     extra = state["extra"] if state else {}
     if state:
         opt.load_state_dict(extra["optimizer"])
@@ -273,7 +276,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         logger = RunLogger(mlflow_cfg["tracking_uri"], mlflow_cfg["run_id"])
         logger.log_params(_logged_params(params, variant, shards, world, vgg.weights.mode,
-                                         stage1))
+                                         stage1, precision))
         logger.set_tags({"vgg_weights": vgg.weights.mode, "vgg_source": vgg.weights.source,
                          "variant": variant, "started_from_epochs": starts})
         for record in history:  # epochs checkpointed before a restart, if not yet logged
@@ -298,16 +301,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 break
             mixture, t, r = (batch[k].to(device).contiguous(memory_format=fmt)
                              for k in ("mixture", "transmission", "reflection"))
-            with autocast(device, cfg.precision):
-                t_hat, r_hat = net(mixture)
-                # the loss sees fp32 images; its VGG convs still run in bf16 under autocast
-                terms = loss_fn(t_hat.float(), r_hat.float(), t, r, mixture, disc)
-            opt.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            opt.step()
+            terms, (t_hat, _) = generator_step(net, loss_fn, opt, (mixture, t, r), device,
+                                               precision, disc)
             if disc is not None:
                 opt_d.zero_grad(set_to_none=True)  # drops the generator step's D gradients
-                with autocast(device, cfg.precision):
+                with autocast(device, precision):
                     d_loss = criterion.discriminator_loss(disc, t_hat.detach().float(), t)
                 d_loss.backward()
                 _average_gradients(disc)
