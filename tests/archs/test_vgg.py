@@ -178,10 +178,8 @@ def test_autocast_uses_the_cast_weights_autocast_would_make(tmp_path):
     """Under bf16 autocast the frozen VGG convolves with weights it cast once: exactly the
     reference forward under autocast (taps and input gradient); new weights are picked up."""
     state = torchvision_format_state_dict()
-    path = tmp_path / VGG19_FILE
-    torch.save(state, path)
     vgg = VGG19Features()
-    vgg.load_torchvision(path)
+    vgg.load_torchvision(save_hash_named(state, tmp_path))
     x = torch.rand(2, 3, 32, 40, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ours, ref = vgg(x), reference_taps(state, x)
