@@ -6,7 +6,8 @@ then times, in this one process:
 - ``ShardDataset`` (Parquet row groups, raw uint8 + zstd, albumentations crop+flip on M, T, R,
   float tensors), iterated directly and through a ``DataLoader`` (batch 16, no workers);
 - a per-file baseline: the same samples as PNG files (M, T, R per sample, as the authors'
-  data sets are stored) decoded with PIL, with the same augmentation and conversion.
+  data sets are stored) decoded by ``ytmt.imageio`` (Pillow), with the same augmentation
+  and conversion.
 
     python bench/bench_reader.py [--n 256] [--size 256] [--crop 224]
 """
@@ -29,6 +30,7 @@ from ytmt.data.config import FetchConfig, SynthesizeConfig
 from ytmt.data.reader import ShardDataset, _to_tensor
 from ytmt.data.sources import fetch_images
 from ytmt.data.synthesis import synthesize_shards
+from ytmt.imageio import read
 
 
 def timed(fn, n: int) -> float:
@@ -75,7 +77,7 @@ def main() -> None:
 
         def baseline() -> None:
             for s in samples:
-                imgs = {k: np.asarray(Image.open(files / f"{s['id']}_{k}.png").convert("RGB"))
+                imgs = {k: read(files / f"{s['id']}_{k}.png").rgb
                         for k in ("mixture", "transmission", "reflection")}
                 out = aug(image=imgs["mixture"], transmission=imgs["transmission"],
                           reflection=imgs["reflection"])

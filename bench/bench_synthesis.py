@@ -16,7 +16,6 @@ reported apart, with the ratio it leaves. Prints ms per mixture and the ratios.
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import random
 import tempfile
@@ -31,6 +30,7 @@ from scipy.signal import convolve2d
 from ytmt.data.config import SynthesizeConfig
 from ytmt.data.sources import sample_images
 from ytmt.data.synthesis import Item, Task, run_task
+from ytmt.imageio import decode, read
 
 # ---------------------------------------------------------------- per-image baseline
 
@@ -85,8 +85,7 @@ def timed(fn) -> float:
 
 def photos(folder: str | None) -> list[np.ndarray]:
     if folder:
-        from ytmt.data.sources import load_rgb
-        return [load_rgb(p)[0] for p in sorted(Path(folder).iterdir()) if p.is_file()]
+        return [read(p).rgb for p in sorted(Path(folder).iterdir()) if p.is_file()]
     names = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right")
     return [a for _, a in sample_images(names)]
 
@@ -134,7 +133,7 @@ def main() -> None:
 
         def decode_all() -> None:
             for p in paths:
-                Image.open(io.BytesIO(Path(p).read_bytes())).convert("RGB")
+                decode(Path(p).read_bytes(), str(p))
 
         run_baseline()
         run_ours()  # warm-up; photos now decoded and cached

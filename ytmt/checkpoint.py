@@ -8,6 +8,10 @@ A checkpoint is a dict::
      "state_dict": {...},        # the whole SeparationModel, VGG included: self-contained
      "extra": {...}}             # epoch, optimiser state, metrics: whatever the caller adds
 
+A two-stage model takes its trained stage 1 from such a file with :func:`load_stage1`, which
+refuses a stage 1 trained on other VGG-19 weights than the model's own: stage 1 reads the
+hypercolumn of the model's VGG, so it must be the one it was trained with.
+
 Loading never unpickles code: a file that needs it is refused with :class:`UnsafeCheckpoint`.
 Writes are atomic (temporary file + rename), so a killed process never leaves a truncated
 checkpoint under the final name.
@@ -47,8 +51,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 def save_checkpoint(path: str | Path, model: SeparationModel, spec: dict[str, Any],
                     extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (unwrap DDP first) with its construction ``spec`` (see model_spec)."""
-    vgg = getattr(model.features, "vgg", None)
-    weights = vgg.weights if vgg is not None else VGGWeights("none", "no hypercolumn")
+    weights = vgg_identity(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_torch_save({"format": FORMAT, "model": dict(spec),
                               "vgg": {"mode": weights.mode, "source": weights.source},
@@ -85,6 +88,45 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path}: not a ytmt checkpoint (expected format {FORMAT!r})")
     return ckpt
+
+
+def vgg_identity(model: SeparationModel) -> VGGWeights:
+    """What the model's hypercolumn VGG holds (``none`` without a hypercolumn)."""
+    vgg = getattr(model.features, "vgg", None)
+    return vgg.weights if vgg is not None else VGGWeights("none", "no hypercolumn")
+
+
+def check_stage1_vgg(ckpt: dict[str, Any], model: SeparationModel, path: str | Path) -> None:
+    """ValueError unless the VGG stage 1 was trained with (the checkpoint's ``vgg`` record and
+    VGG tensors) is the model's own: same mode, and the same weights (seeded random weights
+    of the same seed, or ImageNet weights read from any path, are the same)."""
+    theirs, ours = VGGWeights(**ckpt["vgg"]), vgg_identity(model)
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("features.vgg.")}
+    saved = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("features.vgg.")}
+    if saved:
+        same = saved.keys() == own.keys() and all(torch.equal(saved[k], own[k].cpu())
+                                                  for k in own)
+    else:  # a checkpoint without the VGG tensors: its record is all there is
+        same = theirs.mode == "imagenet" or theirs.source == ours.source
+    if theirs.mode != ours.mode or not same:
+        raise ValueError(
+            f"{path}: stage 1 was trained with VGG-19 {theirs.mode} ({theirs.source}) but "
+            f"this {model.variant_name} model's VGG-19 is {ours.mode} ({ours.source}): stage 1 "
+            f"would read hypercolumns it never saw. Build stage 2 with the VGG stage 1 used "
+            f"(model.vgg_weights, model.vgg_path, model.vgg_seed), e.g. vgg_weights="
+            f"{theirs.mode}.")
+
+
+def load_stage1(model: SeparationModel, path: str | Path, init_stage2: bool = True) -> None:
+    """Load the trained stage 1 in the checkpoint at ``path`` (a single-stage model of
+    ``model``'s stage-1 variant) into the two-stage ``model``, frozen, stage 2 initialised
+    from it (:meth:`SeparationModel.load_stage1`); the VGG is checked first
+    (:func:`check_stage1_vgg`)."""
+    ckpt = load_checkpoint(path)
+    check_stage1_vgg(ckpt, model, path)
+    state = {k[len("stage1."):]: v for k, v in ckpt["state_dict"].items()
+             if k.startswith("stage1.")}
+    model.load_stage1(state, init_stage2)
 
 
 def model_from_checkpoint(path: str | Path, **build_kwargs: Any) -> SeparationModel:

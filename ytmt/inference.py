@@ -1,7 +1,9 @@
-"""Separate photos of any size: image I/O, /16 padding and tiled inference with blending.
+"""Separate photos of any size: /16 padding and tiled inference with blending.
 
 Layouts: images are HxWx3 float32 numpy arrays in [0, 1] (RGB); the model sees (1,3,h,w)
-tensors in [0, 1].
+tensors in [0, 1]. Images are read and written by :mod:`ytmt.imageio` (re-exported here:
+``load_image``, ``decode_image``, ``save_png``, ``encode_png``, ``ImageReadError``), the
+decoder the training data goes through too.
 
 The U-shaped networks pool four times, so the input is padded (reflection) to a multiple of 16
 and the outputs cropped back: the output has exactly the input's size, no resize. Large images
@@ -13,16 +15,19 @@ the photo: a full-width model at ``tile=256`` stays near 1.2 GiB whatever the ph
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ytmt.fileio import atomic_write_bytes
+from ytmt.imageio import (  # noqa: F401 - re-exported: image I/O lives there
+    ImageReadError,
+    decode_image,
+    encode_png,
+    load_image,
+    save_png,
+)
 from ytmt.tiling import (  # noqa: F401 - re-exported: the tiling API lives there
     ALIGN,
     DEFAULT_OVERLAP,
@@ -38,114 +43,6 @@ from ytmt.archs.ytmt import SeparationModel
 from ytmt.precision import DEFAULT_PRECISION, autocast, resolve_precision  # noqa: F401
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
-
-
-class ImageReadError(ValueError):
-    """A file or byte string is not an image this project can read."""
-
-
-# --------------------------------------------------------------------------- image I/O
-
-def to_rgb_float(arr: np.ndarray) -> np.ndarray:
-    """Any decoded image array → HxWx3 float32 in [0, 1].
-
-    uint8 is divided by 255, uint16 (16-bit PNG/TIFF) by 65535, other integers are taken as
-    16-bit, floats are clipped to [0, 1]. Grayscale (HxW, HxWx1, gray+alpha HxWx2) is repeated
-    over the three channels; an alpha channel (HxWx4, HxWx2) is dropped: the colour values are
-    used as if the image were opaque.
-    """
-    arr = np.asarray(arr)
-    if arr.dtype == np.bool_:
-        out = arr.astype(np.float32)
-    elif arr.dtype == np.uint8:
-        out = arr.astype(np.float32) / 255.0
-    elif arr.dtype.kind in "ui":
-        out = np.clip(arr.astype(np.float32) / 65535.0, 0.0, 1.0)
-    elif arr.dtype.kind == "f":
-        out = np.clip(arr.astype(np.float32), 0.0, 1.0)
-    else:
-        raise ImageReadError(f"unsupported pixel type {arr.dtype}")
-    if out.ndim == 2:
-        out = out[..., None]
-    if out.ndim != 3 or out.shape[2] not in (1, 2, 3, 4):
-        raise ImageReadError(f"unsupported image layout {arr.shape}: expected HxW or HxWxC, "
-                             "C in 1..4")
-    if out.shape[2] in (1, 2):
-        out = np.repeat(out[..., :1], 3, axis=2)
-    return np.ascontiguousarray(out[..., :3])
-
-
-def _pil_to_array(im: Image.Image) -> np.ndarray:
-    im = ImageOps.exif_transpose(im)  # honour the camera's orientation tag
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(im).astype(np.uint16)
-    if im.mode in ("I", "F", "L", "RGB"):
-        return np.asarray(im)
-    if im.mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("LA", "PA", "RGBA", "RGBa", "1"):
-        return np.asarray(im.convert("RGBA" if im.mode != "1" else "L"))
-    return np.asarray(im.convert("RGB"))  # CMYK, YCbCr, LAB, HSV
-
-
-def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Encoded image bytes (PNG, JPEG, TIFF, WebP, BMP, ...) → HxWx3 float32 in [0, 1], with
-    EXIF orientation applied. Raises :class:`ImageReadError` for anything else.
-
-    TIFFs are read with tifffile first (Pillow silently reduces 16-bit RGB TIFFs to 8 bits;
-    their orientation tag is not applied);
-    16-bit grayscale PNGs keep their 16 bits; 16-bit RGB PNGs are read at 8-bit precision
-    (Pillow has no 16-bit RGB mode).
-    """
-    cause: Exception | None = None
-    if data[:4] in _TIFF_MAGIC:
-        try:
-            return to_rgb_float(_read_tiff(data))
-        except Exception as err:  # noqa: BLE001 - fall back to Pillow, report both if it fails
-            cause = err
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return to_rgb_float(_pil_to_array(im))
-    except ImageReadError:
-        raise
-    except Image.DecompressionBombError as err:
-        raise ImageReadError(f"{name}: refused: {err}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        why = f" ({cause or err})" if not isinstance(err, UnidentifiedImageError) or cause else ""
-        raise ImageReadError(f"{name}: not an image file, or a format Pillow cannot "
-                             f"read{why}") from None
-
-
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
-
-
-def _read_tiff(data: bytes) -> np.ndarray:
-    import tifffile
-
-    return tifffile.imread(io.BytesIO(data))
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file → HxWx3 float32 in [0, 1] (EXIF orientation applied; grayscale,
-    RGBA, palette and 16-bit images handled). Raises :class:`ImageReadError` for non-images."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    return decode_image(path.read_bytes(), str(path))
-
-
-def encode_png(img: np.ndarray) -> bytes:
-    """HxWx3 float in [0, 1] (clipped) → 8-bit RGB PNG bytes."""
-    u8 = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(u8).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def save_png(img: np.ndarray, path: str | Path) -> Path:
-    """Write ``img`` (HxWx3 float in [0, 1]) as an 8-bit PNG atomically (temp file + rename)."""
-    return atomic_write_bytes(path, encode_png(img))
 
 
 # --------------------------------------------------------------------------- model passes

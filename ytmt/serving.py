@@ -1,6 +1,8 @@
 """The model as an MLflow pyfunc: load it back and serve it (logging: :mod:`ytmt.mlflow_model`).
 
-The pyfunc keeps the plain ytmt checkpoint (weights only, loaded with ``weights_only=True``)
+Request images are decoded by :mod:`ytmt.imageio`, the decoder the training data and
+``ytmt separate`` use, so a served model sees the pixels it was trained on. The pyfunc keeps
+the plain ytmt checkpoint (weights only, loaded with ``weights_only=True``)
 as its single artifact and runs :func:`ytmt.inference.separate`, so any size and aspect
 works, large images tiled.
 
@@ -30,7 +32,8 @@ from mlflow.pyfunc import PythonModel
 
 from ytmt.archs.ytmt import SeparationModel
 from ytmt.checkpoint import model_from_checkpoint
-from ytmt.inference import decode_image, encode_png, separate
+from ytmt.imageio import decode_image, encode_png
+from ytmt.inference import separate
 from ytmt.mlflow_model import (  # noqa: F401 - log_model re-exported for callers
     CHECKPOINT_ARTIFACT,
     INPUT_COLUMN,

@@ -10,7 +10,7 @@ from ytmt.archs.ytmt import (
     get_variant,
     relu_neg,
 )
-from ytmt.checkpoint import model_spec, save_checkpoint
+from ytmt.checkpoint import load_stage1, model_spec, save_checkpoint
 
 
 def test_negative_relu_is_min_with_zero():
@@ -106,7 +106,7 @@ def test_two_stage_model_freezes_stage1_and_feeds_hypercolumns(tmp_path, random_
     ckpt = save_checkpoint(tmp_path / "s1.pt", stage1, model_spec(stage1, 4))
 
     model = ytmt.build_model("ytmt-uct", width=4, vgg=random_vgg)
-    model.load_stage1(ckpt)
+    load_stage1(model, ckpt)
     for k, v in stage1.stage1.state_dict().items():
         assert torch.equal(model.stage1.state_dict()[k], v)
         assert torch.equal(model.stage2.state_dict()[k], v)  # stage 2 starts from stage 1

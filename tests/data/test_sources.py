@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from ytmt.data.config import FetchConfig
-from ytmt.data.sources import BadImage, DownloadError, download, fetch_images, load_rgb, read_index
+from ytmt.data.sources import DownloadError, download, fetch_images, read_index
+from ytmt.imageio import ImageReadError, read
 
 from .conftest import Server, smooth_photo
 
@@ -45,6 +46,11 @@ def make_bad_folder(folder: Path) -> None:
     (folder / "notes.txt").write_text("ignored: not an image suffix")
 
 
+def load_rgb(path, min_side=1):
+    img = read(path, min_side)
+    return img.rgb, list(img.notes)
+
+
 def test_load_rgb_conversions(tmp_path):
     make_bad_folder(tmp_path / "f")
     f = tmp_path / "f"
@@ -55,18 +61,19 @@ def test_load_rgb_conversions(tmp_path):
     arr, notes = load_rgb(f / "deep16.png")
     assert arr.dtype == np.uint8 and "16bit" in notes
     ok = np.asarray(Image.open(f / "sub" / "good2.png"))
-    assert np.abs(arr[..., 0].astype(int) - ok[..., 1]).max() <= 1  # scaled, not clipped
+    np.testing.assert_array_equal(arr[..., 0], ok[..., 1])  # v·257 rounds back to v exactly
     arr, notes = load_rgb(f / "rgba.png")
     assert notes == ["alpha"] and arr.shape[2] == 3
     assert load_rgb(f / "cmyk.jpg")[1] == ["cmyk"]
     assert load_rgb(f / "gray.png")[1] == ["grayscale"]
     for name, reason in [("truncated.jpg", "truncated"), ("text.jpg", "not_an_image"),
                          ("empty.png", "not_an_image")]:
-        with pytest.raises(BadImage) as err:
+        with pytest.raises(ImageReadError) as err:
             load_rgb(f / name)
         assert err.value.reason == reason, name
-    with pytest.raises(BadImage, match="too_small"):
+    with pytest.raises(ImageReadError, match="too small") as err:
         load_rgb(f / "tiny.png", min_side=16)
+    assert err.value.reason == "too_small"
 
 
 def test_folder_source_counts_every_outcome(tmp_path):

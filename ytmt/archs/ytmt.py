@@ -26,8 +26,6 @@ checkpoints, are the same either way.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -330,20 +328,13 @@ class SeparationModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def load_stage1(self, source: str | Path | dict[str, Tensor],
-                    init_stage2: bool = True) -> None:
-        """Load a trained stage 1 (a checkpoint path or a stage state dict), freeze it and,
-        as in the paper, initialise stage 2 from the same weights."""
+    def load_stage1(self, state: dict[str, Tensor], init_stage2: bool = True) -> None:
+        """Load a trained stage 1 from its stage state dict (the ``stage1.*`` entries of a
+        single-stage model without the prefix), freeze it and, as in the paper, initialise
+        stage 2 from the same weights. From a checkpoint file:
+        :func:`ytmt.checkpoint.load_stage1` (which also checks the VGG)."""
         if self.stage2 is None:
             raise ValueError(f"{self.variant_name} is single-stage; it has no stage 1 to load")
-        if isinstance(source, (str, Path)):
-            from ytmt.checkpoint import load_checkpoint
-
-            ckpt = load_checkpoint(source)
-            state = {k[len("stage1."):]: v for k, v in ckpt["state_dict"].items()
-                     if k.startswith("stage1.")}
-        else:
-            state = source
         self.stage1.load_state_dict(state)
         self.stage1.requires_grad_(False)
         if init_stage2:

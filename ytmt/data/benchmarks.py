@@ -1,7 +1,8 @@
 """Benchmark sets in the common layout (Real20, SIR² Objects/Postcard/Wild, Nature), read the
 way the paper tests them (design.md s2).
 
-Each pair is read as 8-bit RGB, then the mixture, the transmission (and a ground-truth
+Each pair is read as 8-bit RGB by :mod:`ytmt.imageio` (the decoder training and inference
+use), then the mixture, the transmission (and a ground-truth
 reflection when the set has ``reflection_layer/``) are resized with PIL's bicubic filter to the
 transmission's ``(h//16·16, w//16·16)``, as the authors' test loader does. The reflection
 target is that ground truth when present, else ``I − T`` (real sets have no R).
@@ -17,8 +18,8 @@ from typing import Literal
 import numpy as np
 
 from ytmt.data.layout import PairFiles, find_pairs
-from ytmt.inference import load_image
-from ytmt.metrics import align16, aligned_size, reflection_target, to_uint8
+from ytmt.imageio import read
+from ytmt.metrics import align16, aligned_size, reflection_target
 
 ReflectionSource = Literal["ground_truth", "I-T"]
 
@@ -35,10 +36,6 @@ class BenchmarkPair:
     reflection_source: ReflectionSource
 
 
-def _read_u8(path: Path) -> np.ndarray:
-    return to_uint8(load_image(path))  # exact for 8-bit files; 16-bit files are rounded
-
-
 def _resize_u8(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
@@ -51,9 +48,9 @@ def _resize_u8(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def read_pair(files: PairFiles, align: bool = True) -> BenchmarkPair:
     """Read one pair of the common layout (see module docstring). Without ``align``, images
     of different sizes are an error."""
-    trans = _read_u8(files.transmission)
-    mix = _read_u8(files.blended)
-    refl = _read_u8(files.reflection) if files.reflection is not None else None
+    trans = read(files.transmission).rgb
+    mix = read(files.blended).rgb
+    refl = read(files.reflection).rgb if files.reflection is not None else None
     if align:
         size = aligned_size(*trans.shape[:2])
         trans = align16(trans)

@@ -20,7 +20,6 @@ re-run downloads and extracts nothing.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -31,8 +30,6 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from ytmt.data.archives import (ArchiveDamaged, ArchiveError, LockEntry, ZipIndex, read_lock,
                                 record_lock)
 from ytmt.data.config import DataConfig, DownloadConfig
@@ -40,6 +37,7 @@ from ytmt.data.download import download, file_digest, verify_archive
 from ytmt.data.layout import BLENDED, TRANSMISSION, LayoutError, find_pairs
 from ytmt.data.progress import Progress
 from ytmt.data.upstream import ARCHIVES, EXPECTED, Archive, PairSource, pick_pairs
+from ytmt.imageio import ImageReadError, probe_format
 
 SOURCE_FILE = "SOURCE.json"
 SETS = ("real20", "objects", "postcard", "wild", "nature", "real_train")
@@ -189,8 +187,8 @@ def _obtain(src: Archive, cfg: DownloadConfig,
 
 def _check_image(data: bytes, member: PurePosixPath, archive: str) -> None:
     try:
-        Image.open(io.BytesIO(data))  # the header only: cheap, catches junk
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        probe_format(data, str(member))  # the header only: cheap, catches junk
+    except ImageReadError as err:
         raise ArchiveError(f"{archive}: {member} is not an image ({err})") from None
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ytmt.data.config import SynthesizeConfig
 from ytmt.data.layout import PairFiles
 from ytmt.data.shards import SPLITS
-from ytmt.data.sources import BadImage, load_rgb
+from ytmt.imageio import ImageReadError, read
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,9 @@ def check_real_pairs(pairs: Sequence[PairFiles], min_side: int) -> tuple[list[Pa
     good, skipped = [], Counter()
     for p in pairs:
         try:
-            load_rgb(p.blended, min_side)
-            load_rgb(p.transmission, min_side)
-        except BadImage as err:
+            read(p.blended, min_side)
+            read(p.transmission, min_side)
+        except ImageReadError as err:
             skipped[err.reason] += 1
             continue
         good.append(p)

@@ -19,118 +19,42 @@ Sources:
   (no ``extractall``: no path traversal, links or devices). ``voc_tar`` skips the download.
 - ``folder``: every file with an image suffix under ``folder``, recursively.
 
-Bad input never crashes the stage. :func:`load_rgb` converts what it sensibly can
-(grayscale, palette, RGBA/LA over white, CMYK, 16-bit, EXIF orientation) and raises
-:class:`BadImage` with a short reason for the rest (not an image, truncated, too small,
-unsupported mode); the stage counts every outcome in its metrics JSON.
+Bad input never crashes the stage. Photos are decoded by :mod:`ytmt.imageio`, the decoder
+inference, serving and the benchmarks use too, so training sees the pixels a model is later
+scored and used on: it converts what it sensibly can (grayscale, palette, RGBA/LA over white,
+CMYK, 16-bit rounded to 8, EXIF orientation) and raises
+:class:`~ytmt.imageio.ImageReadError` with a short reason for the rest (not an image,
+truncated, too small, unsupported mode); the stage counts every outcome in its metrics JSON.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
 import tarfile
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from ytmt.data.config import FetchConfig
 from ytmt.data.download import DownloadError, download, verify_archive
 from ytmt.data.layout import IMAGE_SUFFIXES
 from ytmt.data.progress import Progress
+from ytmt.imageio import ImageReadError, decode
 
-__all__ = ["BadImage", "DownloadError", "download", "fetch_images", "load_rgb", "read_index",
-           "verify_archive", "voc_members"]
+__all__ = ["DownloadError", "download", "fetch_images", "read_index", "verify_archive",
+           "voc_members"]
 
 INDEX = "index.json"
 VOC_MEMBER = re.compile(r"^(?:\./)?VOCdevkit/VOC2012/JPEGImages/([A-Za-z0-9_.\-]+)\.jpg$")
-_EXIF_ORIENTATION = 0x0112
 _STEREO = {"motorcycle_left": 0, "motorcycle_right": 1}
-
-
-class BadImage(ValueError):
-    """An input file that cannot be used as an RGB photo; ``reason`` is a short slug."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def load_rgb(source: str | Path | IO[bytes], min_side: int = 1) -> tuple[np.ndarray, list[str]]:
-    """Decode ``source`` to ``(H, W, 3) uint8`` RGB, upright per its EXIF orientation.
-
-    Returns the array and the list of conversions applied (``exif_rotated``, ``grayscale``,
-    ``palette``, ``alpha``, ``cmyk``, ``16bit``, ...; empty for a clean RGB file).
-    Raises BadImage(reason) for files that cannot sensibly be used."""
-    notes: list[str] = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(source)
-            img.load()
-    except UnidentifiedImageError as err:
-        raise BadImage("not_an_image", str(err)) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise BadImage("too_large", str(err)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        reason = "truncated" if "truncated" in str(err).lower() else "unreadable"
-        raise BadImage(reason, str(err)) from None
-
-    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-    if orientation not in (1, None):
-        img = ImageOps.exif_transpose(img)
-        notes.append("exif_rotated")
-
-    mode = img.mode
-    if mode == "RGB":
-        arr = np.asarray(img)
-    elif mode in ("L", "1"):
-        arr = np.asarray(img.convert("RGB"))
-        notes.append("grayscale")
-    elif mode == "P":
-        rgba = img.convert("RGBA")
-        notes.append("palette")
-        arr = _over_white(rgba, notes)
-    elif mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        arr = _over_white(img.convert("RGBA"), notes)
-    elif mode == "CMYK":
-        arr = np.asarray(img.convert("RGB"))
-        notes.append("cmyk")
-    elif mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        raw = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or raw.max(initial=0) > 255 else 255.0
-        gray = np.clip(np.round(raw * (255.0 / peak)), 0, 255).astype(np.uint8)
-        arr = np.repeat(gray[..., None], 3, axis=2)
-        notes += ["16bit", "grayscale"]
-    else:
-        raise BadImage("unsupported_mode", f"PIL mode {mode}")
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise BadImage("unsupported_mode", f"decoded shape {arr.shape}")
-    if min(arr.shape[:2]) < min_side:
-        raise BadImage("too_small", f"{arr.shape[1]}x{arr.shape[0]} < {min_side} px")
-    return np.ascontiguousarray(arr, dtype=np.uint8), notes
-
-
-def _over_white(rgba: Image.Image, notes: list[str]) -> np.ndarray:
-    a = np.asarray(rgba)
-    alpha = a[..., 3:4].astype(np.float32) / 255.0
-    if alpha.min(initial=1.0) >= 1.0:
-        return np.ascontiguousarray(a[..., :3])
-    notes.append("alpha")
-    out = a[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- output
@@ -148,7 +72,7 @@ class FetchReport:
     examples: list[dict[str, str]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def skip(self, name: str, err: BadImage) -> None:
+    def skip(self, name: str, err: ImageReadError) -> None:
         self.skipped[err.reason] += 1
         if len(self.examples) < 20:
             self.examples.append({"file": name, "reason": err.reason, "detail": str(err)})
@@ -183,15 +107,15 @@ class ImageSink:
     def add_bytes(self, image_id: str, name: str, data: bytes) -> None:
         """Validate encoded bytes; copy them as-is when clean, else re-encode as PNG."""
         try:
-            arr, notes = load_rgb(io.BytesIO(data), self.min_side)
-        except BadImage as err:
+            img = decode(data, name, self.min_side)
+        except ImageReadError as err:
             self.report.skip(name, err)
             return
-        fmt = Image.open(io.BytesIO(data)).format
+        notes, fmt = list(img.notes), img.format
         if not notes and fmt in ("JPEG", "PNG"):
-            self._store(image_id, arr, notes, data, ".jpg" if fmt == "JPEG" else ".png")
+            self._store(image_id, img.rgb, notes, data, ".jpg" if fmt == "JPEG" else ".png")
         else:
-            self._store(image_id, arr, notes + ([] if notes else [f"format_{fmt.lower()}"]))
+            self._store(image_id, img.rgb, notes or [f"format_{fmt.lower()}"])
 
     def add_array(self, image_id: str, arr: np.ndarray) -> None:
         self._store(image_id, arr, [])

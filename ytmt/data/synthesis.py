@@ -13,7 +13,6 @@ number of workers or the backend (local processes or Ray tasks).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import multiprocessing as mp
@@ -33,6 +32,7 @@ import PIL
 import pyarrow as pa
 from PIL import Image
 
+from ytmt import imageio
 from ytmt.data import mixing, pairing, shards, sources
 from ytmt.data.config import SynthesizeConfig
 from ytmt.data.layout import PairFiles
@@ -48,7 +48,7 @@ from ytmt.data.shards import (
     part_name,
     write_manifest,
 )
-from ytmt.data.sources import load_rgb, read_index
+from ytmt.data.sources import read_index
 
 # --------------------------------------------------------------------------- one chunk
 
@@ -60,7 +60,7 @@ _SHIPPED: dict[str, bytes] = {}  # encoded photos sent with a Ray task, by path
 def _photo(path: str) -> Photo:
     """A decoded RGB photo (cached per process: small pools are reused across chunks)."""
     data = _SHIPPED.get(path)
-    return Photo.of(load_rgb(io.BytesIO(data) if data is not None else path)[0])
+    return Photo.of((imageio.decode(data, path) if data is not None else imageio.read(path)).rgb)
 
 
 def _fit(photo: Photo, shape: tuple[int, int]) -> Photo:
@@ -234,9 +234,10 @@ def _file_digest(path: str | Path) -> str:
 def _code_identity() -> list[str]:
     """What turns photos into the shards' bytes besides the settings: the source of this
     module, of the plan (:mod:`ytmt.data.pairing`), of the model (:mod:`ytmt.data.mixing`),
-    of the shard writer and of the image decoder (:mod:`ytmt.data.sources`), and the
-    versions of the libraries doing the pixel and Parquet work."""
-    modules = (sys.modules[__name__], pairing, mixing, shards, sources)
+    of the shard writer, of the fetch index (:mod:`ytmt.data.sources`) and of the image
+    decoder (:mod:`ytmt.imageio`), and the versions of the libraries doing the pixel and
+    Parquet work."""
+    modules = (sys.modules[__name__], pairing, mixing, shards, sources, imageio)
     code = [_file_digest(m.__file__) for m in modules]
     return code + [f"{lib.__name__} {lib.__version__}" for lib in (np, cv2, PIL, pa)]
 

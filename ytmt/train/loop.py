@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from ytmt.archs import get_variant
-from ytmt.checkpoint import load_checkpoint, model_spec, save_checkpoint
+from ytmt.checkpoint import load_checkpoint, load_stage1, model_spec, save_checkpoint
 from ytmt.config import flatten, to_dict
 from ytmt.precision import resolve_precision
 from ytmt.train.components import (
@@ -234,7 +234,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if not stage1:
             raise ValueError(f"{variant} is two-stage: pass the trained "
                              f"{spec_variant.stage1_variant} as config['stage1_checkpoint']")
-        model.load_stage1(stage1)
+        load_stage1(model, stage1)
 
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
