@@ -50,7 +50,7 @@ def small_default_params(tmp_path: Path, **changes):
     return parse_params(data, "params.yaml at small scale")
 
 
-def test_scores(model, shards: Path) -> dict[str, float]:
+def score_test_split(model, shards: Path) -> dict[str, float]:
     """Mean paper-protocol PSNR/SSIM of T̂ and of the input on the test split."""
     from ytmt.data.reader import ShardDataset
     from ytmt.inference import separate
@@ -66,8 +66,6 @@ def test_scores(model, shards: Path) -> dict[str, float]:
             "images": len(rows)}
 
 
-test_scores.__test__ = False  # a helper, not a test
-
 
 def train_and_score(tmp_path: Path, shards: Path, name: str, **changes) -> dict[str, float]:
     from ytmt.checkpoint import model_from_checkpoint
@@ -76,7 +74,7 @@ def train_and_score(tmp_path: Path, shards: Path, name: str, **changes) -> dict[
     params = small_default_params(tmp_path, **changes)
     info = train_variant(params, "ytmt-ucs", shards, tmp_path / name, seed=0)
     assert info.metrics["epoch"] == params.train.epochs
-    return test_scores(model_from_checkpoint(info.model_path), shards)
+    return score_test_split(model_from_checkpoint(info.model_path), shards)
 
 
 @pytest.fixture(scope="module")
