@@ -35,8 +35,9 @@ SCALE = {
     "model.vgg_weights": "random",
 }
 #: the recipe this one replaced (issue 11 §5: its T̂ was 2.3 dB below the input on test photos)
-OLD_RECIPE = {"loss.perceptual": 0.1, "loss.exclusion": 1.0, "train.crop": 64,
-              "train.epochs": 6, "train.lr_milestones": [4]}
+OLD_RECIPE = {"loss.perceptual": 0.1, "loss.exclusion": 1.0, "loss.rec_t_grad": 0.6,
+              "train.crop": 64, "train.epochs": 6, "train.lr": 1.0e-3,
+              "train.lr_milestones": [4]}
 
 
 def small_default_params(tmp_path: Path, **changes):
