@@ -105,8 +105,9 @@ def run_stages(work: Path, params: dict, stages: list[str]) -> dict[str, float]:
 
 
 def children_cpu() -> float:
-    """CPU seconds (user + system) of the finished child processes and their waited-for
-    descendants (Ray's workers included: the local Ray is the stage's child)."""
+    """CPU seconds (user + system) of the finished stage processes and the descendants they
+    waited for. Ray's workers are not among them (Ray does not reap them through the stage):
+    for Ray stages this is the driver's share only."""
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
 
