@@ -1,0 +1,123 @@
+"""Issue 11 §5: what the default recipe of params.yaml does to held-out photos.
+
+params.yaml is read as shipped (loss weights, learning rate and schedule, crop, batch,
+epochs, photos and their val/test split, seed; VGG-19 random as on a fresh clone) and
+scaled down only in data amount (:data:`SCALE`). ytmt-ucs is trained on the embedded
+scikit-image photos and scored on the synthetic **test** split (photos that neither
+training nor validation saw), paper protocol (ytmt.metrics.psnr_ssim). It must beat the
+recipe it replaced in PSNR and SSIM of T̂, and the identity baseline (the mixture taken as
+T̂) in PSNR. Beating the input in SSIM too is not reached on these photos within the
+default's time budget (bench/results/recipe_cpu2.txt): a strict xfail, which fails the day
+it passes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: the default recipe at small scale: fewer mixtures, in-process training on one
+#: thread (no Ray start-up; two threads of one process stall when the CPU is shared);
+#: everything else (photos, split, crop, epochs, schedule, loss weights) is params.yaml's
+SCALE = {
+    "synthesize.train_mixtures": 128,
+    "synthesize.val_mixtures": 4,
+    "synthesize.test_mixtures": 8,
+    "synthesize.workers": 1,
+    "train.num_workers": 0,
+    "train.torch_threads": 1,
+    "train.log_every_steps": 1000,
+    "train.sample_every": 1000,
+    "model.vgg_weights": "random",
+}
+#: the recipe this one replaced (issue 11 §5: its T̂ was 2.3 dB below the input on test photos)
+OLD_RECIPE = {"loss.perceptual": 0.1, "loss.exclusion": 1.0, "loss.rec_t_grad": 0.6,
+              "train.crop": 64, "train.epochs": 6, "train.lr": 1.0e-3,
+              "train.lr_milestones": [4]}
+
+
+def small_default_params(tmp_path: Path, **changes):
+    """params.yaml scaled by :data:`SCALE` (and ``changes``, dotted keys), its two workers'
+    global batch in one process (the default run's steps)."""
+    from ytmt.params import parse_params
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["train"]["batch_size"] *= max(1, data["train"]["num_workers"])
+    scale = {**SCALE, "train.storage_path": str(tmp_path / "ray_results"),
+             "train.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", **changes}
+    for key, value in scale.items():
+        section, name = key.split(".")
+        data[section][name] = value
+    return parse_params(data, "params.yaml at small scale")
+
+
+def score_test_split(model, shards: Path) -> dict[str, float]:
+    """Mean paper-protocol PSNR/SSIM of T̂ and of the input on the test split."""
+    from ytmt.data.reader import ShardDataset
+    from ytmt.inference import separate
+    from ytmt.metrics import psnr_ssim
+
+    rows = []
+    for s in ShardDataset(str(shards), split="test", crop=None, augment=False):
+        m, t = (s[k].numpy().transpose(1, 2, 0) for k in ("mixture", "transmission"))
+        t_hat, _ = separate(model, m, tile=None)
+        rows.append([*psnr_ssim(t_hat, t, "paper"), *psnr_ssim(m, t, "paper")])
+    psnr_t, ssim_t, psnr_in, ssim_in = np.mean(rows, axis=0)
+    return {"psnr_t": psnr_t, "ssim_t": ssim_t, "psnr_in": psnr_in, "ssim_in": ssim_in,
+            "images": len(rows)}
+
+
+def train_and_score(tmp_path: Path, shards: Path, name: str, **changes) -> dict[str, float]:
+    from ytmt.checkpoint import model_from_checkpoint
+    from ytmt.train.trainer import train_variant
+
+    params = small_default_params(tmp_path, **changes)
+    info = train_variant(params, "ytmt-ucs", shards, tmp_path / name, seed=0)
+    assert info.metrics["epoch"] == params.train.epochs
+    return score_test_split(model_from_checkpoint(info.model_path), shards)
+
+
+@pytest.fixture(scope="module")
+def small_default(tmp_path_factory):
+    """(shards, test scores of ytmt-ucs trained by the small-scale default recipe)."""
+    from ytmt.data.sources import fetch_images
+    from ytmt.data.synthesis import synthesize_shards
+
+    tmp = tmp_path_factory.mktemp("recipe")
+    params = small_default_params(tmp)
+    fetch_images(params.fetch, tmp / "images")
+    synthesize_shards(tmp / "images", tmp / "shards", params.synthesize, params.seed)
+    scores = train_and_score(tmp, tmp / "shards", "default")
+    assert scores["images"] == params.synthesize.test_mixtures
+    return tmp / "shards", scores
+
+
+@pytest.mark.slow
+def test_default_recipe_beats_the_recipe_it_replaced_on_test_photos(tmp_path, small_default):
+    shards, new = small_default
+    old = train_and_score(tmp_path, shards, "old", **OLD_RECIPE)
+    print(f"test split, small scale: T̂ {new['psnr_t']:.2f} dB / {new['ssim_t']:.3f} (recipe it "
+          f"replaced {old['psnr_t']:.2f} / {old['ssim_t']:.3f}), input {new['psnr_in']:.2f} / "
+          f"{new['ssim_in']:.3f}")
+    assert new["psnr_t"] > old["psnr_t"] and new["ssim_t"] > old["ssim_t"], (new, old)
+
+
+@pytest.mark.slow
+def test_default_recipe_beats_the_identity_baseline_in_psnr_on_test_photos(small_default):
+    _, scores = small_default
+    assert scores["psnr_t"] > scores["psnr_in"], scores
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 11 §5: on the 9 embedded photos no recipe found "
+                   "within the 12-minute budget beats the input itself in SSIM on the test "
+                   "split (bench/results/recipe_cpu2.txt); strict: passing means it is time "
+                   "to turn this into a plain assertion")
+def test_default_recipe_beats_the_identity_baseline_in_ssim_on_test_photos(small_default):
+    _, scores = small_default
+    assert scores["ssim_t"] > scores["ssim_in"], scores
