@@ -64,7 +64,14 @@ from ytmt.train.report import (
     curves_png,
     sample_grid_png,
 )
-from ytmt.train.step import LOSS_TERMS, TrainStep, all_reduce_sum, build_step, train_epoch
+from ytmt.train.step import (
+    LOSS_TERMS,
+    SampleBatches,
+    TrainStep,
+    all_reduce_sum,
+    build_step,
+    train_epoch,
+)
 from ytmt.train.validation import VAL_KEYS, validate
 
 __all__ = ["CHECKPOINT_FILE", "LOSS_TERMS", "VAL_KEYS", "shard_dataset",
@@ -130,7 +137,7 @@ class _Run:
     step: TrainStep
     memory_format: torch.memory_format
     train_ds: IterableDataset
-    train_batches: Any  # iterable of batches (dicts of (B,...) tensors)
+    train_batches: SampleBatches
     val_loader: DataLoader
     steps: int  # per epoch
     start_epoch: int = 0
@@ -175,7 +182,7 @@ def _restore_optimizers(step: TrainStep, extra: dict[str, Any]) -> None:
 
 
 def epoch_loaders(dataset_fn: DatasetFn, shards: str, cfg, seed: int, rank: int,
-                  world: int) -> tuple[IterableDataset, Any, DataLoader, int]:
+                  world: int) -> tuple[IterableDataset, SampleBatches, DataLoader, int]:
     """This rank's training set, its batches, the validation loader and the steps per epoch.
     Each rank reads its own disjoint part (the dataset shards by rank)."""
     train_ds = dataset_fn(shards, "train", cfg.crop, True, seed, rank, world)
@@ -183,8 +190,7 @@ def epoch_loaders(dataset_fn: DatasetFn, shards: str, cfg, seed: int, rank: int,
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ValueError(f"{shards}: rank {rank} of {world} got {len(train_ds)} training and "
                          f"{len(val_ds)} validation samples; both must be > 0")
-    train_batches = DataLoader(train_ds, batch_size=cfg.batch_size,
-                               num_workers=cfg.loader_workers)
+    train_batches = SampleBatches(train_ds, cfg.batch_size, cfg.loader_workers)
     val_loader = DataLoader(val_ds, batch_size=1, num_workers=cfg.loader_workers)
     steps = math.ceil(len(train_ds) / cfg.batch_size)
     if cfg.max_steps_per_epoch:

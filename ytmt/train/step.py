@@ -13,13 +13,16 @@ discriminator's by :func:`average_gradients`.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, IterableDataset, default_collate
 
 from ytmt.precision import autocast, resolve_precision
 from ytmt.train.components import Components, compile_for_training, make_optimizer
@@ -139,6 +142,28 @@ def train_step(step: TrainStep, batch: Images) -> dict[str, Tensor]:
 
 
 # --------------------------------------------------------------------------- the epoch
+
+class SampleBatches:
+    """Batches of ``batch_size`` samples of ``dataset`` (an IterableDataset of sample dicts)
+    read by ``workers`` DataLoader workers: the workers yield samples and batches are formed
+    here, so every batch is full but the epoch's last. (Batched in the workers, each worker
+    would end on a partial batch of its own and an epoch would take more batches than
+    ``ceil(len / batch_size)``.) Each worker keeps up to two batches' worth of samples
+    ready."""
+
+    def __init__(self, dataset: IterableDataset, batch_size: int, workers: int) -> None:
+        self.dataset, self.batch_size = dataset, batch_size
+        prefetch = {"prefetch_factor": 2 * batch_size} if workers else {}
+        self.loader = DataLoader(dataset, batch_size=None, num_workers=workers, **prefetch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict]:
+        samples = iter(self.loader)
+        while chunk := list(islice(samples, self.batch_size)):
+            yield default_collate(chunk)
+
 
 def train_epoch(step: TrainStep, batches: Iterable[dict], steps: int,
                 memory_format: torch.memory_format = torch.contiguous_format,
