@@ -57,13 +57,8 @@ from ytmt.archs import get_variant
 from ytmt.checkpoint import load_checkpoint, model_spec, save_checkpoint
 from ytmt.config import flatten, to_dict
 from ytmt.train.components import build_components, learning_rate, resolve_params
-from ytmt.train.report import (
-    Progress,
-    atomic_write_bytes,
-    console,
-    curves_png,
-    sample_grid_png,
-)
+from ytmt.grids import image_grid_png
+from ytmt.train.report import Progress, atomic_write_bytes, console, curves_png
 from ytmt.train.step import (
     LOSS_TERMS,
     SampleBatches,
@@ -72,7 +67,7 @@ from ytmt.train.step import (
     build_step,
     train_epoch,
 )
-from ytmt.train.validation import VAL_KEYS, validate
+from ytmt.train.validation import SAMPLE_COLUMNS, VAL_KEYS, validate
 
 __all__ = ["CHECKPOINT_FILE", "LOSS_TERMS", "VAL_KEYS", "shard_dataset",
            "train_loop_per_worker"]
@@ -332,7 +327,7 @@ def _log_figures(logger, variant: str, epoch: int, samples: list[list[np.ndarray
     """The validation sample grid of this epoch as an image at ``step=epoch`` (key
     ``validation_samples``: the UI's step slider walks through the epochs) and the loss
     curves so far as an artifact."""
-    logger.log_image(sample_grid_png(samples, f"{variant} epoch {epoch}"),
+    logger.log_image(image_grid_png(samples, SAMPLE_COLUMNS, f"{variant} epoch {epoch}"),
                      key="validation_samples", step=epoch)
     with tempfile.TemporaryDirectory(prefix="ytmt-fig-") as d:
         curves = atomic_write_bytes(Path(d) / "loss_curves.png", curves_png(history, variant))
