@@ -55,8 +55,9 @@ def peak_tflops(name: str) -> float | None:
 def make_step(args, device: torch.device, train: dict, lazy_hypercolumn: bool = True):
     """A closure running the training loop's step (``ytmt.train.step.train_step``, built by
     its ``build_step``) on a fixed batch, from the same params (``train.precision``,
-    ``channels_last``, ``compile``, ``fuse_streams``: ``train``) as the training loop. ``lazy_hypercolumn=False`` materialises the 1475-channel
-    hypercolumn and convolves it densely, as the architecture is written (FLOP count)."""
+    ``channels_last``, ``compile``, ``fuse_streams``: ``train``) as the training loop.
+    ``lazy_hypercolumn=False`` materialises the 1475-channel hypercolumn and convolves it
+    densely, as the architecture is written (FLOP count)."""
     params = resolve_params(to_dict(Params()), {
         "model.width": args.width, "model.vgg_weights": "random", "train.gan": False,
         "loss.exclusion": args.exclusion,

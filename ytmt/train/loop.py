@@ -25,9 +25,11 @@ key                    meaning
 
 Per epoch every rank calls ``ray.train.report`` exactly once with the epoch's metrics
 (``epoch``, ``train_loss``, ``loss_<term>``, ``lr``, ``images_per_s``, ``val_psnr_t`` ... see
-:data:`ytmt.train.validation.VAL_KEYS`) and rank 0 attaches a checkpoint directory holding ``checkpoint.pt`` (a
-ytmt checkpoint whose ``extra`` has ``epoch``, the optimiser states, ``lr`` and the metric
-``history``). A (re)started worker resumes from ``ray.train.get_checkpoint()``.
+:data:`ytmt.train.validation.VAL_KEYS`) and rank 0 attaches a checkpoint directory holding
+``checkpoint.pt`` (a ytmt checkpoint whose ``extra`` has ``epoch``, the optimiser states,
+``lr`` and the metric ``history``). A (re)started worker resumes from
+``ray.train.get_checkpoint()``. The pieces: set-up here, the step and the epoch in
+:mod:`ytmt.train.step`, validation in :mod:`ytmt.train.validation`.
 
 MLflow, rank 0 only: the resolved config as params, ``vgg_weights`` as tag, one batch of
 metrics per epoch at ``step=epoch`` logged *after* the epoch's checkpoint is persisted, the
