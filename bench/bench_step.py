@@ -3,7 +3,7 @@ structure, with the share of the machine's matmul peak.
 
 A step = hypercolumn + forward + reconstruction, perceptual (T and R) and exclusion losses +
 backward + Adam update, batch 1 (``--batch``), at each of ``--sizes``. "ours" is the training
-loop's own step (``ytmt.train.components``: ``build_components``, ``generator_step``) at
+loop's own step (``ytmt.train.step``: ``build_step``, ``train_step``; GAN off) at
 ``train.precision`` fp32 and bf16; the baseline (``bench/baseline_ytmt.py``) runs the same
 weights and math organised as the authors run it, in fp32.
 
@@ -45,14 +45,9 @@ from common import Peak, count_flops, matmul_peak, saved_output, sync  # noqa: E
 
 from ytmt.config import to_dict  # noqa: E402
 from ytmt.params import Params  # noqa: E402
-from ytmt.precision import autocast, resolve_precision  # noqa: E402
-from ytmt.train.components import (  # noqa: E402
-    build_components,
-    compile_for_training,
-    generator_step,
-    make_optimizer,
-    resolve_params,
-)
+from ytmt.precision import autocast  # noqa: E402
+from ytmt.train.components import build_components, make_optimizer, resolve_params  # noqa: E402
+from ytmt.train.step import build_step, train_step  # noqa: E402
 
 LOSS_AGREEMENT = {"fp32": 1e-3, "bf16": 5e-3}  # relative first-step loss vs the fp32 reference
 
@@ -92,14 +87,13 @@ def ours(args, size: int, precision: str) -> Mode:
     parts = build_components(params, "ytmt-ucs")
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = parts.model.to(device, memory_format=fmt)
-    criterion = parts.criterion.to(device)
-    net, loss_fn = compile_for_training(model, criterion, cfg)
-    opt = make_optimizer(model.trainable_parameters(), cfg, device)
+    criterion = parts.criterion
+    train = build_step(parts, model, cfg, device)
     batch = _batch(size, args.batch, device, fmt)
-    resolved = resolve_precision(cfg.precision, device)
+    resolved = train.precision
 
     def step():
-        return generator_step(net, loss_fn, opt, batch, device, resolved)[0]["total"]
+        return train_step(train, batch)["total"]
 
     def first_loss() -> float:
         with torch.no_grad(), autocast(device, resolved):

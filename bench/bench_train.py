@@ -34,14 +34,8 @@ from common import count_flops, sync  # noqa: E402
 from ytmt.archs import build_model, get_variant  # noqa: E402
 from ytmt.config import to_dict  # noqa: E402
 from ytmt.params import Params  # noqa: E402
-from ytmt.precision import resolve_precision  # noqa: E402
-from ytmt.train.components import (  # noqa: E402
-    build_components,
-    compile_for_training,
-    generator_step,
-    make_optimizer,
-    resolve_params,
-)
+from ytmt.train.components import build_components, resolve_params  # noqa: E402
+from ytmt.train.step import build_step, train_step  # noqa: E402
 
 # Peak dense bf16 tensor FLOP/s (no sparsity), from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {
@@ -59,34 +53,32 @@ def peak_tflops(name: str) -> float | None:
 
 
 def make_step(args, device: torch.device, train: dict, lazy_hypercolumn: bool = True):
-    """A closure running one training step on a fixed batch, built from the same params
-    (``train.precision``, ``channels_last``, ``compile``, ``fuse_streams``: ``train``) and
-    helpers as the training loop. ``lazy_hypercolumn=False`` materialises the 1475-channel
-    hypercolumn and convolves it densely, as the architecture is written (FLOP count)."""
+    """A closure running the training loop's step (``ytmt.train.step.train_step``, built by
+    its ``build_step``) on a fixed batch, from the same params (``train.precision``,
+    ``channels_last``, ``compile``, ``fuse_streams``: ``train``) as the training loop.
+    ``lazy_hypercolumn=False`` materialises the 1475-channel hypercolumn and convolves it
+    densely, as the architecture is written (FLOP count)."""
     params = resolve_params(to_dict(Params()), {
         "model.width": args.width, "model.vgg_weights": "random", "train.gan": False,
         "loss.exclusion": args.exclusion,
         **{f"train.{k}": v for k, v in train.items()}})
     cfg = params.train
     parts = build_components(params, args.variant)
-    model, criterion = parts.model, parts.criterion
     if not lazy_hypercolumn:
-        model = build_model(args.variant, width=args.width, vgg=parts.vgg,
-                            plain_layers=params.model.plain_layers, lazy_hypercolumn=False)
-    model, criterion = model.to(device), criterion.to(device)
+        parts.model = build_model(args.variant, width=args.width, vgg=parts.vgg,
+                                  plain_layers=params.model.plain_layers,
+                                  lazy_hypercolumn=False)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    opt = make_optimizer(model.trainable_parameters(), cfg, device)
+    model = parts.model.to(device, memory_format=fmt)
     g = torch.Generator().manual_seed(0)
     shape = (args.batch, 3, args.crop, args.crop)
     t = (torch.rand(shape, generator=g) * 0.6).to(device).contiguous(memory_format=fmt)
     r = (torch.rand(shape, generator=g) * 0.4).to(device).contiguous(memory_format=fmt)
     mixture = (t + r).clamp(0, 1)
-    forward, loss_fn = compile_for_training(model, criterion, cfg)
-    precision = resolve_precision(cfg.precision, device)
+    train = build_step(parts, model, cfg, device)  # the loop's own step
 
     def step() -> None:
-        generator_step(forward, loss_fn, opt, (mixture, t, r), device, precision)
+        train_step(train, (mixture, t, r))
 
     return step
 

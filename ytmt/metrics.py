@@ -12,6 +12,13 @@ Two protocols, both named in every report:
     (one MSE), SSIM with ``channel_axis`` (scikit-image averages the per-channel SSIM maps).
     What a user who saves PNGs and compares them would measure.
 
+:func:`score_images` scores one separation for the given protocols: the one scoring of
+validation (``ytmt.train.validation``, keys prefixed ``val_``) and evaluation
+(``ytmt.evaluation.evaluate``). Its keys: ``psnr_t``, ``ssim_t``, ``psnr_r``, ``ssim_r`` for the
+paper protocol, the same with ``_strict`` for the strict one, and ``psnr_t_input``,
+``ssim_t_input``: the mixture itself taken as T̂ (paper protocol), the identity baseline a
+model has to beat. PSNR is capped at :data:`PSNR_CAP`.
+
 Test-time conventions of the benchmarks: :func:`align16` resizes an image to
 ``(h//16·16, w//16·16)`` as the authors' test loader does (PIL ``resize`` with its default
 filter, bicubic, applied to both the mixture and the transmission), and the reflection target of
@@ -28,7 +35,10 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 Protocol = Literal["paper", "strict"]
 PROTOCOLS: tuple[Protocol, ...] = ("paper", "strict")
+LAYERS = ("t", "r")  # transmission, reflection
 ALIGN = 16
+# Identical images have infinite PSNR; one such pair would make a mean infinite.
+PSNR_CAP = 100.0
 
 
 def _check_pair(pred: np.ndarray, target: np.ndarray) -> None:
@@ -77,6 +87,35 @@ def psnr_ssim(pred: np.ndarray, target: np.ndarray,
         ssim = structural_similarity(t, p, data_range=255, channel_axis=2)
         return float(psnr), float(ssim)
     raise ValueError(f"protocol = {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+
+
+def metric_name(metric: str, layer: str, protocol: str) -> str:
+    """``psnr_t``, ``ssim_r_strict``, ...: the paper protocol carries no suffix."""
+    return f"{metric}_{layer}" + ("" if protocol == "paper" else f"_{protocol}")
+
+
+def metric_names(protocols: tuple[str, ...] = PROTOCOLS) -> list[str]:
+    """The keys of :func:`score_images` for ``protocols``, in order."""
+    names = [metric_name(m, layer, p) for p in protocols for layer in LAYERS
+             for m in ("psnr", "ssim")]
+    return names + ["psnr_t_input", "ssim_t_input"]
+
+
+def score_images(t_hat: np.ndarray, r_hat: np.ndarray, mixture: np.ndarray,
+                 transmission: np.ndarray, reflection: np.ndarray,
+                 protocols: tuple[str, ...] = PROTOCOLS) -> dict[str, float]:
+    """PSNR (capped at :data:`PSNR_CAP`) and SSIM of T̂ and R̂ against their targets under
+    each of ``protocols``, and of the mixture as T̂ (paper protocol): the keys of
+    :func:`metric_names`. All HxWx3 float arrays, nominally in [0, 1]."""
+    out: dict[str, float] = {}
+    for p in protocols:
+        for layer, pred, target in (("t", t_hat, transmission), ("r", r_hat, reflection)):
+            psnr, ssim = psnr_ssim(pred, target, p)
+            out[metric_name("psnr", layer, p)] = min(psnr, PSNR_CAP)
+            out[metric_name("ssim", layer, p)] = ssim
+    psnr, ssim = psnr_ssim(mixture, transmission, "paper")
+    out["psnr_t_input"], out["ssim_t_input"] = min(psnr, PSNR_CAP), ssim
+    return out
 
 
 def aligned_size(height: int, width: int, multiple: int = ALIGN) -> tuple[int, int]:

@@ -162,14 +162,14 @@ def trained_checkpoint(tmp_path_factory, photo):
     from skimage import data
 
     from ytmt.checkpoint import model_spec, save_checkpoint
-    from ytmt.train.components import (build_components, generator_step, make_optimizer,
-                                       resolve_params)
+    from ytmt.train.components import build_components, resolve_params
+    from ytmt.train.step import build_step, train_step
 
     from ..train.conftest import tiny_params
 
     params = resolve_params(tiny_params(model__width=8, train__lr=2e-3))
     parts = build_components(params, "ytmt-ucs")
-    opt = make_optimizer(parts.model.trainable_parameters(), params.train, torch.device("cpu"))
+    step = build_step(parts, parts.model, params.train, torch.device("cpu"))
     coffee = torch.from_numpy(data.coffee()[::3, ::3][:96, :128].transpose(2, 0, 1) / 255)
     blurred = F.avg_pool2d(coffee[None].float(), 5, 1, 2, count_include_pad=False)[0]
     t, r = photo * 0.7, blurred.permute(1, 2, 0).numpy() * 0.3
@@ -179,7 +179,7 @@ def trained_checkpoint(tmp_path_factory, photo):
     for _ in range(40):
         y, x = (int(torch.randint(0, n - 48, (1,), generator=gen)) for n in (96, 128))
         crop = tuple(a[..., y:y + 48, x:x + 48] for a in images)
-        generator_step(parts.model, parts.criterion, opt, crop, torch.device("cpu"), "fp32")
+        train_step(step, crop)
     path = save_checkpoint(tmp_path_factory.mktemp("trained") / "model.pt", parts.model,
                            model_spec(parts.model, 8))
     return path, t, t + r

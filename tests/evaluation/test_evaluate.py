@@ -111,7 +111,9 @@ def test_seeds_give_mean_and_std(evaluated):
                    "ssim_t": pytest.approx(per_model["ytmt-ucs/seed1"]["real20"]["ssim_t"],
                                            abs=1e-4),
                    "psnr_in": pytest.approx(per_model["ytmt-ucs/seed1"]["real20"]["psnr_t_input"],
-                                            abs=1e-3)}
+                                            abs=1e-3),
+                   "ssim_in": pytest.approx(per_model["ytmt-ucs/seed1"]["real20"]["ssim_t_input"],
+                                            abs=1e-4)}
     report = (evaluated["out"] / "report.md").read_text()
     assert f"{stats['mean']:.2f} ± {stats['std']:.2f}" in report
     assert "| unet-no-fi | 20.57 |" in report  # Table 4 beside ours

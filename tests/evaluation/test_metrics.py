@@ -5,7 +5,15 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from ytmt.metrics import aligned_size, align16, psnr_ssim, reflection_target
+from ytmt.metrics import (
+    PSNR_CAP,
+    align16,
+    aligned_size,
+    metric_names,
+    psnr_ssim,
+    reflection_target,
+    score_images,
+)
 
 
 def _pair(seed=0, shape=(37, 53, 3), noise=0.08):
@@ -102,3 +110,25 @@ def test_reflection_target_is_mixture_minus_transmission():
     np.testing.assert_allclose(target[unsaturated], r[unsaturated], atol=1e-6)
     with pytest.raises(ValueError, match="differ in shape"):
         reflection_target(mixture[:8], t)
+
+
+def test_score_images_is_every_metric_of_every_protocol_and_the_identity_baseline():
+    t_hat, t = _pair(9)
+    r_hat, r = _pair(10, noise=0.02)
+    mixture = np.clip(t + r * 0.5, 0, 1)
+    scores = score_images(t_hat, r_hat, mixture, t, r, ("paper", "strict"))
+    assert list(scores) == metric_names(("paper", "strict")) == [
+        "psnr_t", "ssim_t", "psnr_r", "ssim_r", "psnr_t_strict", "ssim_t_strict",
+        "psnr_r_strict", "ssim_r_strict", "psnr_t_input", "ssim_t_input"]
+    assert (scores["psnr_r_strict"], scores["ssim_r_strict"]) == psnr_ssim(r_hat, r, "strict")
+    assert (scores["psnr_t_input"], scores["ssim_t_input"]) == psnr_ssim(mixture, t, "paper")
+    assert list(score_images(t_hat, r_hat, mixture, t, r, ("strict",))) == [
+        "psnr_t_strict", "ssim_t_strict", "psnr_r_strict", "ssim_r_strict", "psnr_t_input",
+        "ssim_t_input"]
+
+
+def test_score_images_caps_the_psnr_of_identical_images():
+    _, t = _pair(11)
+    scores = score_images(t, t, t, t, t)
+    assert scores["psnr_t"] == scores["psnr_t_input"] == scores["psnr_r_strict"] == PSNR_CAP
+    assert scores["ssim_t_input"] == pytest.approx(1.0)

@@ -9,9 +9,11 @@ model and per variant, mean ± std over seeds), ``report.md`` (beside the paper'
 :mod:`ytmt.evaluation.outputs`). Each model's numbers, CSV rows and grids go to its training
 run in MLflow (:mod:`ytmt.evaluation.mlflow_log`).
 
-Metric names: ``psnr_t``, ``ssim_t``, ``psnr_r``, ``ssim_r`` for the paper protocol, the same
-with ``_strict`` for the strict one, and ``psnr_t_input`` (the input taken as T̂: the score to
-beat). PSNR of identical images is capped at :data:`PSNR_CAP` so means stay finite.
+Metric names: those of :func:`ytmt.metrics.score_images`, the scoring validation shares:
+``psnr_t``, ``ssim_t``, ``psnr_r``, ``ssim_r`` for the paper protocol, the same with
+``_strict`` for the strict one, and ``psnr_t_input``, ``ssim_t_input`` (the input taken as T̂:
+the score to beat). PSNR of identical images is capped at ``ytmt.metrics.PSNR_CAP`` so means
+stay finite.
 """
 
 from __future__ import annotations
@@ -29,13 +31,12 @@ import numpy as np
 from ytmt.evaluation.config import EvaluateConfig
 from ytmt.evaluation.outputs import aggregate, case_grid_png, rows_to_csv, write_dvc_metrics
 from ytmt.fileio import atomic_write_text, partial_dir, replace_dir
+from ytmt.metrics import metric_name, metric_names, score_images
 from ytmt.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
-PSNR_CAP = 100.0
-LAYERS = ("t", "r")
 
 
 # --------------------------------------------------------------------------- models
@@ -216,32 +217,6 @@ def _iter_synthetic(root: str) -> Iterator[Sample]:
 
 # --------------------------------------------------------------------------- scoring
 
-def metric_name(metric: str, layer: str, protocol: str) -> str:
-    return f"{metric}_{layer}" + ("" if protocol == "paper" else f"_{protocol}")
-
-
-def metric_names(protocols: tuple[str, ...]) -> list[str]:
-    names = [metric_name(m, layer, p) for p in protocols for layer in LAYERS
-             for m in ("psnr", "ssim")]
-    return names + ["psnr_t_input"]
-
-
-def score_sample(t_hat: np.ndarray, r_hat: np.ndarray, sample: Sample,
-                 protocols: tuple[str, ...]) -> dict[str, float]:
-    from ytmt.metrics import psnr_ssim
-
-    out: dict[str, float] = {}
-    for p in protocols:
-        for layer, pred, target in (("t", t_hat, sample.transmission),
-                                    ("r", r_hat, sample.reflection)):
-            psnr, ssim = psnr_ssim(pred, target, p)
-            out[metric_name("psnr", layer, p)] = min(psnr, PSNR_CAP)
-            out[metric_name("ssim", layer, p)] = ssim
-    out["psnr_t_input"] = min(psnr_ssim(sample.mixture, sample.transmission, "paper")[0],
-                              PSNR_CAP)
-    return out
-
-
 @dataclass
 class Case:
     score: float
@@ -284,7 +259,8 @@ def evaluate_model_on_set(model, eval_set: EvalSet, cfg: EvaluateConfig,
         t_hat, r_hat = separate(model, sample.mixture, tile=cfg.tile or None,
                                 overlap=cfg.overlap, device=cfg.device,
                                 precision=cfg.precision)
-        scores = score_sample(t_hat, r_hat, sample, cfg.protocols)
+        scores = score_images(t_hat, r_hat, sample.mixture, sample.transmission,
+                              sample.reflection, cfg.protocols)
         rows.append({"image": sample.name, "reflection_source": sample.reflection_source,
                      **scores})
         cases.offer(scores[ranking_metric(cfg.protocols)], sample.name,

@@ -47,40 +47,23 @@ def rows_to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return buf.getvalue()
 
 
+CASE_COLUMNS = ("input I", "estimated T", "estimated R", "true T")
+
+
 def case_grid_png(cases: list, title: str) -> bytes:
-    """Rows of input | T̂ | R̂ | T with each row's name and PSNR of T."""
-    import matplotlib
+    """Rows of input | T̂ | R̂ | T (``evaluate.Case``: uint8 images) with each row's name and
+    PSNR of T, in the one grid of :func:`ytmt.grids.image_grid_png`."""
+    from ytmt.grids import image_grid_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = ("input I", "estimated T", "estimated R", "true T")
-    fig, axes = plt.subplots(len(cases), 4, figsize=(10, 2.6 * len(cases)), squeeze=False)
-    for r, case in enumerate(cases):
-        for c, (img, label) in enumerate(zip(case.images, cols)):
-            ax = axes[r][c]
-            ax.imshow(img)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(label, fontsize=9)
-        axes[r][0].set_ylabel(f"{case.name}\n{case.score:.2f} dB", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-
+    return image_grid_png([c.images for c in cases], CASE_COLUMNS, title,
+                          row_labels=[f"{c.name}: {c.score:.2f} dB" for c in cases])
 
 
 def write_dvc_metrics(models: list[dict[str, Any]], metrics_dir: str | Path) -> Path:
     """``metrics_dir/<set>/<variant>-seed<k>.json`` per model and present set: PSNR / SSIM of
-    T̂ (paper protocol), the input's PSNR; the same names as the training runs' validation
-    rows, so ``dvc metrics show`` lists one short row per run and set. The folder is
-    replaced as a whole (no rows left from runs or sets no longer evaluated)."""
+    T̂ (paper protocol, else strict), the input's PSNR / SSIM; the same names as the training
+    runs' validation rows, so ``dvc metrics show`` lists one short row per run and set. The
+    folder is replaced as a whole (no rows left from runs or sets no longer evaluated)."""
     from ytmt.model_store import run_label
 
     final = Path(metrics_dir)
@@ -88,11 +71,7 @@ def write_dvc_metrics(models: list[dict[str, Any]], metrics_dir: str | Path) -> 
     try:
         for model in models:
             for set_name, m in model["sets"].items():
-                row = {"psnr_t": round(m["psnr_t"], 3), "ssim_t": round(m["ssim_t"], 4),
-                       "psnr_in": round(m["psnr_t_input"], 3)} if "psnr_t" in m else {
-                    "psnr_t_strict": round(m["psnr_t_strict"], 3),
-                    "ssim_t_strict": round(m["ssim_t_strict"], 4),
-                    "psnr_in": round(m["psnr_t_input"], 3)}
+                row = _dvc_row(m)
                 path = tmp / set_name / f"{run_label(model['variant'], model['seed'])}.json"
                 atomic_write_text(path, json.dumps(row, indent=2) + "\n")
         replace_dir(tmp, final)
@@ -100,3 +79,13 @@ def write_dvc_metrics(models: list[dict[str, Any]], metrics_dir: str | Path) -> 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _dvc_row(means: dict[str, float]) -> dict[str, float]:
+    """A short ``dvc metrics`` row (a 100-column terminal shows it): T̂ under the paper
+    protocol (else the strict one) and the identity baseline (the input as T̂)."""
+    suffix = "" if "psnr_t" in means else "_strict"
+    return {f"psnr_t{suffix}": round(means[f"psnr_t{suffix}"], 3),
+            f"ssim_t{suffix}": round(means[f"ssim_t{suffix}"], 4),
+            "psnr_in": round(means["psnr_t_input"], 3),
+            "ssim_in": round(means["ssim_t_input"], 4)}

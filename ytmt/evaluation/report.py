@@ -102,7 +102,7 @@ def layer_table(summary: dict[str, Any], layer: str, protocol: str, with_paper: 
     imported = _imported(summary)
     head += [f"{v} (imported)" if v in imported else v for v in variants]
     if layer == "t":
-        head.append("input as T̂ (PSNR)")
+        head.append("input as T̂")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary["sets"]:
         row = [_set_label(s)]
@@ -122,7 +122,7 @@ def layer_table(summary: dict[str, Any], layer: str, protocol: str, with_paper: 
             if layer == "t":
                 first = next((summary["variants"][v][s["name"]] for v in variants
                               if s["name"] in summary["variants"][v]), None)
-                row.append(fmt(first.get("psnr_t_input") if first else None, 2))
+                row.append(_pair(first, "psnr_t_input", "ssim_t_input"))
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

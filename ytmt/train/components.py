@@ -1,6 +1,6 @@
 """Building blocks of a training run that need no Ray: params with overrides, the seeded
-model/criterion/discriminator, the learning-rate schedule, one generator step. Benchmarks
-import these on machines without Ray."""
+model/criterion/discriminator, the learning-rate schedule, the optimiser, ``torch.compile``.
+Benchmarks import these on machines without Ray (the step itself: :mod:`ytmt.train.step`)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ytmt.archs import SeparationModel, VGG19Features, build_model, load_vgg19
 from ytmt.archs.discriminator import Discriminator
 from ytmt.config import ConfigError
 from ytmt.losses import SeparationLoss
-from ytmt.precision import autocast
 from ytmt.train.config import TrainConfig
 
 
@@ -83,27 +82,6 @@ def make_optimizer(parameters, cfg: TrainConfig, device: torch.device) -> torch.
     fused = device.type in ("cpu", "cuda") or None
     return torch.optim.Adam(parameters, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]),
                             eps=cfg.adam_eps, fused=fused)
-
-
-Images = tuple[Tensor, Tensor, Tensor]  # (mixture, T, R), each (B,3,H,W) in [0,1]
-
-
-def generator_step(net: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                   batch: Images, device: torch.device, precision: str,
-                   discriminator: nn.Module | None = None
-                   ) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor]]:
-    """One generator update on ``batch`` = (mixture, T, R), each (B,3,H,W) in [0,1]: forward
-    and loss under ``precision`` (resolved: fp32 or bf16 autocast), backward, optimiser step.
-    Returns the loss terms and (T̂, R̂). The loss sees fp32 images; under bf16 its VGG convs
-    still run in bf16."""
-    mixture, t, r = batch
-    with autocast(device, precision):
-        t_hat, r_hat = net(mixture)
-        terms = loss_fn(t_hat.float(), r_hat.float(), t, r, mixture, discriminator)
-    optimizer.zero_grad(set_to_none=True)
-    terms["total"].backward()
-    optimizer.step()
-    return terms, (t_hat, r_hat)
 
 
 def compile_for_training(net: nn.Module, criterion: nn.Module,

@@ -1,4 +1,5 @@
-"""What a training run shows: console progress, sample grids, loss curves, per-epoch tables.
+"""What a training run shows: console progress, loss curves, per-epoch tables (the sample
+grid: :func:`ytmt.grids.image_grid_png`).
 
 Everything here runs on rank 0 (or the driver) only and writes files atomically
 (temporary name, then rename), so an interrupted run never leaves half a PNG or CSV.
@@ -12,8 +13,6 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import numpy as np
 
 from ytmt.fileio import atomic_write_bytes
 
@@ -67,47 +66,6 @@ class Progress:
         return format_seconds(self.left * (time.perf_counter() - self.t0) / self.done)
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """(H,W,3) float in [0,1] → uint8 (values outside [0,1] are clipped)."""
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-SAMPLE_COLUMNS = ("input", "T̂", "R̂", "T", "R")
-
-
-def sample_grid_png(rows: Sequence[Sequence[np.ndarray]], title: str = "") -> bytes:
-    """A PNG with one row per validation sample and the columns input, T̂, R̂, T, R.
-
-    ``rows``: each a sequence of five (H,W,3) float arrays in [0,1]; sizes may differ
-    between rows (each row is padded to the widest).
-    """
-    from PIL import Image, ImageDraw
-
-    pad, head = 4, 16
-    cell_w = max(img.shape[1] for row in rows for img in row)
-    cell_h = [max(img.shape[0] for img in row) for row in rows]
-    ncol = len(SAMPLE_COLUMNS)
-    width = ncol * (cell_w + pad) + pad
-    height = head * (2 if title else 1) + sum(h + pad for h in cell_h) + pad
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    y = pad
-    if title:
-        draw.text((pad, y), title, fill=(0, 0, 0))
-        y += head
-    labels = ("input", "T_hat", "R_hat", "T", "R")  # the default bitmap font is ASCII only
-    for c, label in enumerate(labels):
-        draw.text((pad + c * (cell_w + pad), y), label, fill=(0, 0, 0))
-    y += head
-    for row, h in zip(rows, cell_h):
-        for c, img in enumerate(row):
-            canvas.paste(Image.fromarray(to_uint8(img)), (pad + c * (cell_w + pad), y))
-        y += h + pad
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 CURVE_KEYS = ("train_loss", "loss_rec", "loss_perceptual", "loss_exclusion", "loss_adversarial")
 
 
@@ -158,9 +116,11 @@ def write_history_csv(path: str | Path, history: Sequence[Mapping[str, float]]) 
 def run_metrics(record: Mapping[str, float]) -> dict[str, float]:
     """The few numbers of a run that ``dvc metrics show`` lists, one row per run, under the
     same names as the evaluation's per-set rows (``ytmt.evaluation.outputs``): PSNR / SSIM of
-    T̂ (paper protocol), the input's PSNR (the identity baseline) and the training speed."""
+    T̂ (paper protocol), the input's PSNR / SSIM (the identity baseline) and the training
+    speed."""
     out = {"psnr_t": round(record["val_psnr_t"], 3), "ssim_t": round(record["val_ssim_t"], 4),
-           "psnr_in": round(record["val_psnr_t_input"], 3)}
+           "psnr_in": round(record["val_psnr_t_input"], 3),
+           "ssim_in": round(record["val_ssim_t_input"], 4)}
     if "images_per_s" in record:
         out["img_s"] = round(record["images_per_s"], 2)
     return out
