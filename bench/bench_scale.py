@@ -156,14 +156,15 @@ def child_evaluate(work: Path, width: int, precision: str, threads: int) -> dict
     from ytmt.data.manifest import scan, write_manifest
     from ytmt.evaluation.config import EvaluateConfig
     from ytmt.evaluation.evaluate import run_evaluation
+    from ytmt.model_store import MODEL_FILE, ModelInfo, run_dir, write_info
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = ytmt.build_model("ytmt-ucs", width=width, vgg_weights="random")
-    models = work / "models" / "ytmt-ucs"
-    save_checkpoint(models / "model.pt", model, model_spec(model, width))
-    (models / "info.json").write_text(json.dumps({"variant": "ytmt-ucs"}))
+    folder = run_dir(work / "models", "ytmt-ucs", 0)  # the train stage's model-store layout
+    path = save_checkpoint(folder / MODEL_FILE, model, model_spec(model, width))
+    write_info(folder, ModelInfo(variant="ytmt-ucs", seed=0, model_path=str(path)))
     manifest = work / "data_manifest.json"
     write_manifest(scan(DataConfig(root=str(work / "data"), benchmarks={"real20": "real20"})),
                    manifest)
