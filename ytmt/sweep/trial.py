@@ -11,6 +11,7 @@ from its last checkpoint and reopens its MLflow run.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,9 +80,17 @@ def open_child_run(ctx: TrialContext, trial_id: str, sampled: Mapping[str, float
     return run.info.run_id
 
 
+def quiet_ray_process() -> None:
+    """Ray's trial and worker processes log to the console: only warnings, set before the
+    first MLflow client (a new SQLite store logs alembic's set-up lines otherwise)."""
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def trial_worker(config: dict[str, Any]) -> None:
     """Train worker entry: tag the trial's MLflow run with this rank's Ray node, then run
     the shared loop."""
+    quiet_ray_process()
     mlflow_cfg = config["mlflow"]
     rank = ray.train.get_context().get_world_rank()
     client(mlflow_cfg["tracking_uri"]).set_tag(
@@ -93,6 +102,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """One Tune trial (see the module docstring). Ends the child run when training ran to
     the end; runs stopped by the scheduler are ended by
     :class:`ytmt.sweep.recorder.SweepRecorder`."""
+    quiet_ray_process()
     trial_id = tune.get_context().get_trial_id()
     sampled = {k: float(config[k]) for k in context.space_keys}
     run_id = open_child_run(context, trial_id, sampled)
