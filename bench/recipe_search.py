@@ -135,7 +135,7 @@ def report(work: Path, params: dict) -> list[dict]:
             rows.append({"run": f"{v}-seed{s}", "test_psnr_t": m.get("psnr_t"),
                          "test_ssim_t": m.get("ssim_t"), "test_psnr_in": psnr_in,
                          "test_ssim_in": ssim_in, "val_psnr_t": val.get("psnr_t"),
-                         "val_psnr_in": val.get("psnr_in")})
+                         "val_psnr_in": val.get("psnr_i")})
     best = work / "outputs/tune/best.yaml"
     tuned = best.read_text().strip() if best.exists() else "-"
     for r in rows:

@@ -110,9 +110,9 @@ def test_seeds_give_mean_and_std(evaluated):
     assert row == {"psnr_t": pytest.approx(values[1], abs=1e-3),
                    "ssim_t": pytest.approx(per_model["ytmt-ucs/seed1"]["real20"]["ssim_t"],
                                            abs=1e-4),
-                   "psnr_in": pytest.approx(per_model["ytmt-ucs/seed1"]["real20"]["psnr_t_input"],
+                   "psnr_i": pytest.approx(per_model["ytmt-ucs/seed1"]["real20"]["psnr_t_input"],
                                             abs=1e-3),
-                   "ssim_in": pytest.approx(per_model["ytmt-ucs/seed1"]["real20"]["ssim_t_input"],
+                   "ssim_i": pytest.approx(per_model["ytmt-ucs/seed1"]["real20"]["ssim_t_input"],
                                             abs=1e-4)}
     report = (evaluated["out"] / "report.md").read_text()
     assert f"{stats['mean']:.2f} ± {stats['std']:.2f}" in report

@@ -53,7 +53,7 @@ def test_separate_with_the_registry_alias(registered, tmp_path, photo):
     Image.fromarray(u8).save(tmp_path / "photo.png")
     assert cli.main(["separate", str(tmp_path / "photo.png"), "--model",
                      "models:/ytmt@authors-uct", "--out", str(tmp_path / "out"),
-                     "--tracking-uri", registered["uri"]]) == 0
+                     "--tracking-uri", registered["uri"], "--precision", "fp32"]) == 0
     t_hat, _ = separate(model_from_checkpoint(registered["out"] / "model.pt"),
                         u8.astype(np.float32) / 255)
     written = np.asarray(Image.open(tmp_path / "out" / "photo_T.png")).astype(np.float32) / 255
@@ -64,7 +64,7 @@ def test_mlflow_models_serve_on_the_alias(registered, photo, tmp_path):
     u8 = (photo[:48, :64] * 255).round().astype(np.uint8)
     with model_server("models:/ytmt@authors-uct", registered["uri"],
                       tmp_path / "serve.log") as url:
-        pred = invoke(url, [u8], params={"tile": 0})[0]
+        pred = invoke(url, [u8], params={"tile": 0, "precision": "fp32"})[0]
     t_hat, r_hat = separate(model_from_checkpoint(registered["out"] / "model.pt"),
                             u8.astype(np.float32) / 255, tile=None)
     for key, ref in (("transmission", t_hat), ("reflection", r_hat)):

@@ -114,7 +114,7 @@ def test_two_seeds_train_two_models_and_evaluate_as_mean_std(tmp_path, shards):
 
     labels = [f"{v}-seed{s}" for v in ("ytmt-ucs", "ytmt-uct") for s in (0, 1)]
     row = json.loads((tmp_path / "metrics" / "ytmt-uct-seed1.json").read_text())
-    assert set(row) == {"psnr_t", "ssim_t", "psnr_in", "ssim_in", "img_s"}
+    assert set(row) == {"psnr_t", "ssim_t", "psnr_i", "ssim_i", "img_s"}
     assert sorted(p.relative_to(plots).as_posix() for p in plots.rglob("*.*")) == sorted(
         f"{d}/{label}.{ext}" for label in labels
         for d, ext in (("val_psnr", "csv"), ("train_loss", "csv"), ("curves", "png")))

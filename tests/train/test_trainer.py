@@ -117,7 +117,7 @@ def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
         assert noise not in console, (noise, console)
     log = (tmp_path / "outputs" / "logs" / "train-ytmt-ucs-seed0.log").read_text()
     assert "SEEDED RANDOM" in log and "INFO mlflow" in log  # the full log
-    assert set(json.loads(metrics.read_text())) == {"psnr_t", "ssim_t", "psnr_in", "ssim_in",
+    assert set(json.loads(metrics.read_text())) == {"psnr_t", "ssim_t", "psnr_i", "ssim_i",
                                                     "img_s"}
     assert (plots / "curves" / "ytmt-ucs-seed0.png").stat().st_size > 0
     rows = (plots / "val_psnr" / "ytmt-ucs-seed0.csv").read_text().splitlines()

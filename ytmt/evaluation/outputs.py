@@ -87,5 +87,5 @@ def _dvc_row(means: dict[str, float]) -> dict[str, float]:
     suffix = "" if "psnr_t" in means else "_strict"
     return {f"psnr_t{suffix}": round(means[f"psnr_t{suffix}"], 3),
             f"ssim_t{suffix}": round(means[f"ssim_t{suffix}"], 4),
-            "psnr_in": round(means["psnr_t_input"], 3),
-            "ssim_in": round(means["ssim_t_input"], 4)}
+            "psnr_i": round(means["psnr_t_input"], 3),
+            "ssim_i": round(means["ssim_t_input"], 4)}

@@ -119,8 +119,8 @@ def run_metrics(record: Mapping[str, float]) -> dict[str, float]:
     T̂ (paper protocol), the input's PSNR / SSIM (the identity baseline) and the training
     speed."""
     out = {"psnr_t": round(record["val_psnr_t"], 3), "ssim_t": round(record["val_ssim_t"], 4),
-           "psnr_in": round(record["val_psnr_t_input"], 3),
-           "ssim_in": round(record["val_ssim_t_input"], 4)}
+           "psnr_i": round(record["val_psnr_t_input"], 3),
+           "ssim_i": round(record["val_ssim_t_input"], 4)}
     if "images_per_s" in record:
         out["img_s"] = round(record["images_per_s"], 2)
     return out
