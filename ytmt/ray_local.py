@@ -23,8 +23,11 @@ chosen up front, which every worker gets in ``$RAY_ADDRESS``.
 It is also quiet: Ray's notice that token authentication is on by default (it stays on) is
 not printed, Ray's own driver logging
 is at WARNING, worker lines reach the console without Ray's ``(pid=...)`` prefix, and the
-preemption watcher (for cloud spot nodes, which a local Ray has none of) is off. Everything
-Ray logs still lands in its session folder (``/tmp/ray/session_latest/logs``).
+preemption watcher (for cloud spot nodes, which a local Ray has none of) is off, and every
+worker runs :func:`quiet_worker_logs` first (``worker_process_setup_hook``): the placement-
+group cleaner's notice that it cleaned up after a Train run whose controller ended (what
+every trial Ray Tune's scheduler stops early does) is not printed. Everything else Ray logs
+still lands in its session folder (``/tmp/ray/session_latest/logs``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Loggers of Ray internals whose warnings describe normal operation, silenced in workers.
+QUIET_WORKER_LOGGERS = (
+    # "Detected that the Ray Train controller actor (...) is dead. Cleaning up placement
+    # group ...": a trial stopped by the scheduler, its workers freed as they should be
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner",
+)
+
+
+def quiet_worker_logs() -> None:
+    """Ray worker set-up hook: :data:`QUIET_WORKER_LOGGERS` log errors only."""
+    import logging
+
+    for name in QUIET_WORKER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def start_local_ray(num_cpus: int | None = None, resources: dict[str, float] | None = None,
@@ -65,7 +84,9 @@ def start_local_ray(num_cpus: int | None = None, resources: dict[str, float] | N
         ray.init(address="local", num_cpus=num_cpus, resources=resources,
                  _node_ip_address="127.0.0.1", include_dashboard=True,
                  dashboard_host="127.0.0.1", dashboard_port=free_port(),
-                 runtime_env={"env_vars": env}, **init_kwargs)
+                 runtime_env={"env_vars": env,
+                              "worker_process_setup_hook": f"{__name__}.quiet_worker_logs"},
+                 **init_kwargs)
     finally:
         notice.setLevel(level)
         if previous is None:

@@ -150,9 +150,12 @@ def provenance_tags() -> dict[str, str]:
 
 def open_run(tracking_uri: str, experiment: str, match: Mapping[str, str], *,
              run_name: str, tags: Mapping[str, str] | None = None, resume: bool = True,
-             parent_run_id: str | None = None, provenance: Mapping[str, str] | None = None):
+             parent_run_id: str | None = None, provenance: Mapping[str, str] | None = None,
+             reopen_finished: bool = False):
     """Find or create a run of ``experiment``: the newest run whose tags include ``match``
-    is reopened (status RUNNING) when ``resume`` and it did not finish; otherwise a new run
+    is reopened (status RUNNING) when ``resume`` and it did not finish (or, with
+    ``reopen_finished``, whatever its status: a restored Tune experiment is the run's own,
+    even after it ended FINISHED); otherwise a new run
     named ``run_name`` with ``match``, ``tags``, ``provenance`` (default
     :func:`provenance_tags` of this process; a Ray worker passes its driver's) and the
     parent's id for a child run. Returns ``(experiment id, Run, reopened)``; ``Run.data.tags`` holds the
@@ -166,7 +169,7 @@ def open_run(tracking_uri: str, experiment: str, match: Mapping[str, str], *,
     runs = c.search_runs([exp_id], filter_string=where,
                          order_by=["attributes.start_time DESC"], max_results=1)
     provenance = dict(provenance) if provenance is not None else provenance_tags()
-    if resume and runs and runs[0].info.status != "FINISHED":
+    if resume and runs and (reopen_finished or runs[0].info.status != "FINISHED"):
         c.update_run(runs[0].info.run_id, status="RUNNING")
         c.log_batch(runs[0].info.run_id, tags=_run_tags(provenance))
         return exp_id, runs[0], True

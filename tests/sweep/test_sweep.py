@@ -201,3 +201,22 @@ def test_trial_after_an_early_stopped_trial_gets_its_workers(tmp_path, shards):
     assert rows[0.0]["status"] == "stopped_early"
     assert rows[1.0]["error"] == "" and int(rows[1.0]["epochs_run"]) >= 1
     assert rows[1.0]["trial_id"] > rows[0.0]["trial_id"]  # it ran after the stopped one
+
+    # A forced re-run of the finished stage (`dvc repro -f -s tune`: DVC deletes the outputs)
+    # restores the finished Tune experiment: no trial trains again, the stopped trial is
+    # still known as stopped (its decision tag hangs under the same MLflow parent run), and
+    # the records come back the same.
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    for name in ("best.yaml", "trials.csv", "summary.json"):
+        (tmp_path / "out" / name).unlink()
+    again = run_tune(params, shards, tmp_path / "out")
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert "resuming sweep" in again.stdout + again.stderr
+    with (tmp_path / "out" / "trials.csv").open() as f:
+        rows_again = {float(r["loss.exclusion"]): r for r in csv.DictReader(f)}
+    assert {k: (r["status"], r["epochs_run"], r["mlflow_run_id"]) for k, r in rows.items()} == \
+        {k: (r["status"], r["epochs_run"], r["mlflow_run_id"]) for k, r in rows_again.items()}
+    summary_again = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary_again["restored"] is True
+    assert summary_again["parent_run_id"] == summary["parent_run_id"]
+    assert summary_again["best"] == summary["best"]

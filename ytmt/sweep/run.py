@@ -99,6 +99,10 @@ def run_sweep(params, shards: str | Path, out_dir: str | Path, *,
     if fresh:
         for path in plan.state_paths:
             _delete_path(path)
+    # Tune's own console output (its "Configuration for experiment" table, the "View detailed
+    # results" and TensorBoard hints) comes from its new output engine, which prints them even
+    # at verbose=0; the legacy engine at verbose=0 prints nothing. Progress: our own lines.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started = init_ray(tcfg.ray_address, num_cpus=tcfg.local_cpus or os.cpu_count(),
                        resources=local_resources(tcfg))
     try:
@@ -203,15 +207,17 @@ def _trial_rows(grid, params, plan: SweepPlan, context: TrialContext) -> list[di
 # --------------------------------------------------------------------------- MLflow parent
 
 def _open_parent_run(c, uri: str, plan: SweepPlan, restoring: bool, params) -> str:
-    """The sweep's MLflow parent run: when restoring, the latest unfinished one with this
-    sweep key; else a new one (with provenance tags) with the sweep's settings as params."""
+    """The sweep's MLflow parent run: when restoring, the latest one with this sweep key,
+    finished or not (a forced re-run of a finished sweep restores its Tune experiment, whose
+    trials' MLflow runs, and the scheduler's decision tags on them, hang under that parent);
+    else a new one (with provenance tags) with the sweep's settings as params."""
     from mlflow.entities import Param
 
     from ytmt import tracking
 
     _, run, reopened = tracking.open_run(
         uri, params.tune.experiment, {SWEEP_TAG: plan.key, ROLE_TAG: "sweep"},
-        run_name=f"sweep-{plan.variant}", resume=restoring,
+        run_name=f"sweep-{plan.variant}", resume=restoring, reopen_finished=restoring,
         tags={tracking.VARIANT_TAG: plan.variant, "ray_tune_experiment": plan.experiment_path})
     if reopened:
         return run.info.run_id
