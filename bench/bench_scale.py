@@ -13,6 +13,8 @@ Evaluate: at 1×, 4× and 16× Real20's 20 pairs (``--eval-multiples``), synthet
 Real20-like sizes (short side 400-540 px, 4:3 or 3:4) in the common layout
 (``blended/``, ``transmission_layer/``) are scored by ``run_evaluation`` with a width-8
 ytmt-ucs (``--eval-width``) in a fresh process: seconds, seconds per image, peak memory.
+``--primitive-cache 1024`` gives the child oneDNN's default primitive cache instead of the
+stage's (off for whole images: ``ytmt.evaluation.evaluate.bound_primitive_cache``).
 
     python bench/bench_scale.py                 # everything, full size (README rows)
     python bench/bench_scale.py --pool 1024 --eval-multiples 1,4   # a quicker look
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -178,9 +181,9 @@ def child_evaluate(work: Path, width: int, precision: str, threads: int) -> dict
             "precision": summary["precision"], **_peak_mib()}
 
 
-def run_child(*argv: str) -> dict:
+def run_child(*argv: str, env: dict[str, str] | None = None) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True,
-                          text=True)
+                          text=True, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         sys.exit(f"child {argv} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -231,14 +234,20 @@ def data_scale(args, work: Path) -> None:
 
 def eval_scale(args, work: Path) -> None:
     rows = []
+    cache = ("the evaluate stage's (off for whole images)" if args.primitive_cache is None
+             else f"{args.primitive_cache} primitives")
+    print(f"evaluate, width-{args.eval_width} ytmt-ucs, whole images; oneDNN primitive cache: "
+          f"{cache}", flush=True)
     print(f"{'x Real20':>8s} {'images':>6s} {'seconds':>7s} {'s/image':>7s} {'peak MiB':>8s} "
           f"precision")
     for k in (int(m) for m in args.eval_multiples.split(",")):
         run = work / f"eval_{k}"
         shutil.rmtree(run, ignore_errors=True)
         make_pairs(run / "data" / "real20", 20 * k)
+        cache = ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(args.primitive_cache)}
+                 if args.primitive_cache is not None else None)
         e = run_child("evaluate", str(run), str(args.eval_width), args.precision,
-                      str(args.threads))
+                      str(args.threads), env=cache)
         e["_scale"] = 20 * k
         print(f"{k:>8d} {e['images']:>6d} {e['eval_s']:>7.1f} {e['s_per_image']:>7.2f} "
               f"{e['peak_mib']:>8.0f} {e['precision']}", flush=True)
@@ -256,6 +265,10 @@ def main() -> int:
     ap.add_argument("--precision", default="fp32", help="evaluate.precision (params default)")
     ap.add_argument("--threads", type=int, default=2, help="evaluate: torch threads")
     ap.add_argument("--stages", default="data,evaluate")
+    ap.add_argument("--primitive-cache", type=int, default=None,
+                    help="evaluate: $ONEDNN_PRIMITIVE_CACHE_CAPACITY for the child (default: "
+                         "the evaluate stage's own choice, 0 for whole images; oneDNN's "
+                         "default is 1024)")
     ap.add_argument("--work", default=None, help="work folder (default: a temp folder; the "
                                                  "generated pool is kept there between runs)")
     ap.add_argument("--save", action="store_true",

@@ -168,3 +168,22 @@ def test_config_errors():
         parse_section(RegisterConfig, {"metric": "test_real20_psnr_t"}, "register")
     with pytest.raises(ConfigError, match="reserved"):
         parse_section(RegisterConfig, {"alias": "latest"}, "register")
+
+
+def test_whole_image_scoring_turns_the_onednn_primitive_cache_off(monkeypatch):
+    """Benchmark photos of many sizes would each leave their convolutions in oneDNN's cache
+    (issue 13, scale: evaluate peak memory 1.4 -> 2.7 GiB over 60 sizes); a user's own
+    setting wins, and tiled scoring (one tile shape) keeps the cache."""
+    import os
+
+    from ytmt.evaluation.evaluate import PRIMITIVE_CACHE_ENV, bound_primitive_cache
+
+    monkeypatch.setenv(PRIMITIVE_CACHE_ENV, "unset by the test")
+    monkeypatch.delenv(PRIMITIVE_CACHE_ENV)  # restored to the process's own value after
+    bound_primitive_cache(EvaluateConfig(tile=256))
+    assert PRIMITIVE_CACHE_ENV not in os.environ
+    bound_primitive_cache(EvaluateConfig())
+    assert os.environ[PRIMITIVE_CACHE_ENV] == "0"
+    monkeypatch.setenv(PRIMITIVE_CACHE_ENV, "64")
+    bound_primitive_cache(EvaluateConfig())
+    assert os.environ[PRIMITIVE_CACHE_ENV] == "64"

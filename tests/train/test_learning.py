@@ -2,7 +2,10 @@
 training beats the identity baseline (T̂ = input) in validation PSNR by a clear margin, in
 fp32 and under bf16 autocast (issue 13)."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from ytmt.train.components import resolve_params
 from ytmt.train.trainer import build_trainer, make_loop_config
@@ -10,6 +13,7 @@ from ytmt.train.trainer import build_trainer, make_loop_config
 from .conftest import make_shards, tiny_params
 
 MARGIN_DB = 1.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -19,15 +23,24 @@ def default_like_shards(tmp_path_factory):
     return make_shards(tmp_path_factory.mktemp("learning"), size=64, train=256, val=16)
 
 
+def default_recipe() -> dict:
+    """params.yaml's loss weights and learning rate, as ``tiny_params`` overrides."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    recipe = {f"loss__{key}": value for key, value in data["loss"].items()}
+    return {**recipe, "train__lr": data["train"]["lr"],
+            "train__lr_gamma": data["train"]["lr_gamma"]}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_training_beats_the_identity_baseline(tmp_path, default_like_shards, precision):
-    # params.yaml's recipe at small scale: its loss weights and hypercolumn (random VGG
-    # weights, as a fresh clone has no ImageNet file), lr 1e-3 quartered at epoch 4, global
-    # batch 8, width 8, 48 px crops; in-process (no Ray start-up).
+    # params.yaml's recipe at small scale: its loss weights, learning rate and hypercolumn
+    # (random VGG weights, as a fresh clone has no ImageNet file), 6 epochs with the lr
+    # quartered at epoch 4, global batch 8, width 8, 48 px crops; in-process (no Ray start-up).
     params = resolve_params(tiny_params(
-        tmp_path, model__width=8, train__epochs=6, train__lr=1e-3, train__lr_milestones=[4],
-        train__lr_gamma=0.25, train__batch_size=8, train__crop=48, train__precision=precision))
+        tmp_path, **default_recipe(), model__width=8, train__epochs=6,
+        train__lr_milestones=[4], train__batch_size=8, train__crop=48,
+        train__precision=precision))
     config = make_loop_config(params, "ytmt-ucs", default_like_shards)
     metrics = build_trainer(config, params.train, "learning").fit().metrics
     assert metrics["epoch"] == 6

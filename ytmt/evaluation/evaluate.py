@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -276,6 +277,23 @@ def evaluate_model_on_set(model, eval_set: EvalSet, cfg: EvaluateConfig,
 
 # --------------------------------------------------------------------------- the stage
 
+#: oneDNN reads this once, when the process creates its first primitive (convolution)
+PRIMITIVE_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+
+
+def bound_primitive_cache(cfg: EvaluateConfig) -> None:
+    """Whole-image scoring on the CPU (``tile: 0``) turns oneDNN's primitive cache off
+    unless ``$ONEDNN_PRIMITIVE_CACHE_CAPACITY`` is set. Benchmark photos come in many sizes,
+    and the cache (1,024 primitives by default) keeps every size's convolutions with their
+    buffers: peak memory grew from 1.4 to 2.7 GiB over 60 Real20-sized photos of a width-8
+    model, and stayed at 1.4 GiB without the cache, at the same seconds per photo (a
+    primitive is built in milliseconds, a photo takes seconds; bench/bench_scale.py). Tiled
+    scoring repeats one tile shape, so it keeps the cache. Takes effect only in a process
+    that has not yet run a convolution, like the evaluate stage's."""
+    if cfg.tile == 0 and cfg.device == "cpu":
+        os.environ.setdefault(PRIMITIVE_CACHE_ENV, "0")
+
+
 def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Path | None,
                    manifest: str | Path | None, out: str | Path,
                    metrics_dir: str | Path | None = None, log_mlflow: bool = True,
@@ -298,6 +316,7 @@ def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Pa
         check_tracking_uri(tracking_uri)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    bound_primitive_cache(cfg)
     out = partial_dir(final)
     try:
         summary = _evaluate_into(cfg, entries, sets, out, tracking_uri, log_mlflow)
