@@ -234,8 +234,10 @@ def data_scale(args, work: Path) -> None:
 
 def eval_scale(args, work: Path) -> None:
     rows = []
-    cache = ("the evaluate stage's (off for whole images)" if args.primitive_cache is None
-             else f"{args.primitive_cache} primitives")
+    env, cache = None, "the evaluate stage's (off for whole images)"
+    if args.primitive_cache is not None:
+        env = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(args.primitive_cache)}
+        cache = f"{args.primitive_cache} primitives"
     print(f"evaluate, width-{args.eval_width} ytmt-ucs, whole images; oneDNN primitive cache: "
           f"{cache}", flush=True)
     print(f"{'x Real20':>8s} {'images':>6s} {'seconds':>7s} {'s/image':>7s} {'peak MiB':>8s} "
@@ -244,10 +246,8 @@ def eval_scale(args, work: Path) -> None:
         run = work / f"eval_{k}"
         shutil.rmtree(run, ignore_errors=True)
         make_pairs(run / "data" / "real20", 20 * k)
-        cache = ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(args.primitive_cache)}
-                 if args.primitive_cache is not None else None)
         e = run_child("evaluate", str(run), str(args.eval_width), args.precision,
-                      str(args.threads), env=cache)
+                      str(args.threads), env=env)
         e["_scale"] = 20 * k
         print(f"{k:>8d} {e['images']:>6d} {e['eval_s']:>7.1f} {e['s_per_image']:>7.2f} "
               f"{e['peak_mib']:>8.0f} {e['precision']}", flush=True)

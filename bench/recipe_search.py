@@ -114,13 +114,11 @@ def children_cpu() -> float:
 
 def input_ssim(shards: Path) -> tuple[float, float]:
     """Mean paper-protocol (PSNR, SSIM) of the mixture taken as T̂ over the test split."""
-    from ytmt.data.reader import ShardDataset
+    from ytmt.evaluation.evaluate import iter_synthetic
     from ytmt.metrics import psnr_ssim
 
-    scores = []
-    for s in ShardDataset(str(shards), split="test", crop=None, augment=False):
-        m, t = (s[k].numpy().transpose(1, 2, 0) for k in ("mixture", "transmission"))
-        scores.append(psnr_ssim(m, t, "paper"))
+    scores = [psnr_ssim(s.mixture, s.transmission, "paper")
+              for s in iter_synthetic(shards, "test")]
     return tuple(float(x) for x in np.mean(scores, axis=0))
 
 

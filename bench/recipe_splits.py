@@ -24,16 +24,15 @@ import torch
 
 
 def score_split(model, shards: str, split: str) -> dict[str, float]:
-    from ytmt.data.reader import ShardDataset
+    from ytmt.evaluation.evaluate import iter_synthetic
     from ytmt.inference import separate
     from ytmt.metrics import score_images
 
     rows = []
-    for s in ShardDataset(shards, split=split, crop=None, augment=False):
-        m, t, r = (s[k].numpy().transpose(1, 2, 0)
-                   for k in ("mixture", "transmission", "reflection"))
-        t_hat, r_hat = separate(model, m, tile=None, precision="fp32")
-        sc = score_images(t_hat, r_hat, m, t, r, protocols=("paper",))
+    for s in iter_synthetic(shards, split):
+        t_hat, r_hat = separate(model, s.mixture, tile=None, precision="fp32")
+        sc = score_images(t_hat, r_hat, s.mixture, s.transmission, s.reflection,
+                          protocols=("paper",))
         rows.append((sc["psnr_t"], sc["ssim_t"], sc["psnr_t_input"], sc["ssim_t_input"]))
     a = np.asarray(rows)
     return {"mixtures": len(rows), "psnr_t": a[:, 0].mean(), "ssim_t": a[:, 1].mean(),

@@ -59,18 +59,17 @@ def small_default_params(tmp_path: Path, **changes):
 def score_test_split(model, shards: Path) -> dict[str, float]:
     """Mean paper-protocol PSNR/SSIM of T̂ and of the input on the test split, scored by the
     evaluate stage's own per-image scoring (ytmt.metrics.score_images)."""
-    from ytmt.data.reader import ShardDataset
+    from ytmt.evaluation.evaluate import iter_synthetic
     from ytmt.inference import separate
     from ytmt.metrics import score_images
 
     keys = {"psnr_t": "psnr_t", "ssim_t": "ssim_t", "psnr_in": "psnr_t_input",
             "ssim_in": "ssim_t_input"}
     rows = []
-    for s in ShardDataset(str(shards), split="test", crop=None, augment=False):
-        m, t, r = (s[k].numpy().transpose(1, 2, 0)
-                   for k in ("mixture", "transmission", "reflection"))
-        t_hat, r_hat = separate(model, m, tile=None)
-        scores = score_images(t_hat, r_hat, m, t, r, protocols=("paper",))
+    for s in iter_synthetic(shards, "test"):
+        t_hat, r_hat = separate(model, s.mixture, tile=None)
+        scores = score_images(t_hat, r_hat, s.mixture, s.transmission, s.reflection,
+                              protocols=("paper",))
         rows.append([scores[k] for k in keys.values()])
     return {**dict(zip(keys, np.mean(rows, axis=0), strict=True)), "images": len(rows)}
 

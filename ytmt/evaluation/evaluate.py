@@ -193,7 +193,7 @@ class Sample:
 def iter_samples(eval_set: EvalSet, max_images: int | None = None) -> Iterator[Sample]:
     """The images of a present set, one at a time."""
     if eval_set.kind == "synthetic":
-        gen = _iter_synthetic(eval_set.path)
+        gen = iter_synthetic(eval_set.path)
     else:
         from ytmt.data.benchmarks import read_benchmark
 
@@ -205,10 +205,11 @@ def iter_samples(eval_set: EvalSet, max_images: int | None = None) -> Iterator[S
         yield sample
 
 
-def _iter_synthetic(root: str) -> Iterator[Sample]:
+def iter_synthetic(root: str | Path, split: str = "test") -> Iterator[Sample]:
+    """The shards' ``split`` as whole stored mixtures (no crop, no flip), one at a time."""
     from ytmt.data.reader import ShardDataset
 
-    ds = ShardDataset(root, split="test", crop=None, augment=False)
+    ds = ShardDataset(str(root), split=split, crop=None, augment=False)
     for i, s in enumerate(ds):
         hwc = {k: s[k].numpy().transpose(1, 2, 0) for k in ("mixture", "transmission",
                                                              "reflection")}
