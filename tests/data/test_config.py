@@ -25,6 +25,8 @@ def test_repo_params_load():
     (FetchConfig, "fetch", {"source": "flickr"}, "one of 'samples'"),
     (FetchConfig, "fetch", {"samples": ["astronaut", "brain"]}, "not offline"),
     (FetchConfig, "fetch", {"samples": ["astronaut"]}, "at least 2"),
+    (FetchConfig, "fetch", {"samples": ["astronaut", "page"]}, "not offline"),
+    (FetchConfig, "fetch", {"samples": ["camera", "coffee", "camera"]}, "more than once"),
     (FetchConfig, "fetch", {"limit": 1}, ">= 2"),
     (FetchConfig, "fetch", {"voc_md5": "abc"}, "32 hex"),
     (SynthesizeConfig, "synthesize", {"kernel_size": 10}, "odd"),
@@ -34,6 +36,10 @@ def test_repo_params_load():
     (SynthesizeConfig, "synthesize", {"resample": "lanczos"}, "one of 'opencv', 'pil'"),
     (SynthesizeConfig, "synthesize", {"flip_p": 1.5}, "<= 1.0"),
     (SynthesizeConfig, "synthesize", {"chunks": 3}, "unknown key"),
+    (SynthesizeConfig, "synthesize", {"test_photos": ["coffee"]}, "at least 2 photos"),
+    (SynthesizeConfig, "synthesize", {"val_photos": ["a", "b", "a"]}, "named twice"),
+    (SynthesizeConfig, "synthesize", {"val_photos": ["a", "b"], "test_photos": ["b", "c"]},
+     "'b' is in both val_photos and test_photos"),
 ])
 def test_bad_values_are_rejected(cls, section, values, match):
     with pytest.raises(ConfigError, match=match):

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ytmt.data.pairing import pair_epochs, plan
+from ytmt.data.pairing import pair_epochs, plan, split_photos
 from ytmt.data.sources import read_index
 
 from .conftest import TINY
@@ -41,6 +41,24 @@ def test_too_few_photos_for_held_out_splits(images_dir, tmp_path):
     with pytest.raises(ValueError, match="held-out photos"):
         plan(entries, [], TINY, seed=0)
     assert len(plan(entries, [], replace(TINY, val_mixtures=0, test_mixtures=0), 0)["val"]) == 0
+
+
+def test_named_held_out_photos_stay_put_when_photos_are_added(images_dir):
+    entries = read_index(images_dir)
+    ids = sorted(e["id"] for e in entries)
+    named = replace(TINY, val_photos=(ids[3], ids[0]), test_photos=(ids[5], ids[1]))
+    few = split_photos([e for e in entries if e["id"] not in ids[6:]], named, seed=0)
+    more = split_photos(entries, named, seed=0)
+    for pools in (few, more):
+        assert [e["id"] for e in pools["val"]] == [ids[3], ids[0]]
+        assert [e["id"] for e in pools["test"]] == [ids[5], ids[1]]
+    assert {e["id"] for e in few["train"]} < {e["id"] for e in more["train"]}
+    assert not {e["id"] for e in more["train"]} & {ids[0], ids[1], ids[3], ids[5]}
+    # one split named, the other drawn from the rest as before
+    half = split_photos(entries, replace(TINY, test_photos=(ids[5], ids[1])), seed=0)
+    assert not {e["id"] for e in half["val"]} & {ids[5], ids[1]}
+    with pytest.raises(ValueError, match=r"test_photos: \['nope'\] not among the fetched"):
+        split_photos(entries, replace(TINY, test_photos=(ids[0], "nope")), seed=0)
 
 
 @contextlib.contextmanager

@@ -115,6 +115,18 @@ def test_samples_source_is_offline(tmp_path):
     assert [e["id"] for e in read_index(tmp_path / "images")] == ["astronaut", "coffee"]
 
 
+def test_grey_samples_are_read_as_rgb():
+    from ytmt.data.config import SAMPLE_GREY_IMAGES
+    from ytmt.data.sources import sample_images
+
+    (name, arr), = sample_images(("brick",))
+    assert name == "brick" and arr.shape == (512, 512, 3) and arr.dtype == np.uint8
+    assert (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all()
+    assert arr.std() > 10  # a photo, not a flat field
+    assert {n for n, a in sample_images(SAMPLE_GREY_IMAGES) if a.ndim == 3} == set(
+        SAMPLE_GREY_IMAGES)
+
+
 def photo_folder(folder: Path, seed: int) -> FetchConfig:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)

@@ -17,6 +17,10 @@ SAMPLE_IMAGES = (
     "astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right",
     "hubble_deep_field", "immunohistochemistry", "retina",
 )
+#: Natural greyscale photos of the same wheel (scenes and textures; read as RGB, each channel
+#: the grey level, as the decoder reads a greyscale JPEG of VOC). Documents, drawings and
+#: synthetic images of the wheel (page, text, horse, logo, colorwheel) are not photos.
+SAMPLE_GREY_IMAGES = ("camera", "brick", "grass", "gravel", "coins", "moon")
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,13 @@ class FetchConfig:
         if self.source == "folder" and not self.folder:
             raise ConfigError("source = 'folder' needs folder: <path to your images>")
         if self.source == "samples":
-            unknown = sorted(set(self.samples) - set(SAMPLE_IMAGES))
+            unknown = sorted(set(self.samples) - set(SAMPLE_IMAGES + SAMPLE_GREY_IMAGES))
             if unknown:
                 raise ConfigError(f"samples = {unknown!r}: not offline scikit-image photos; "
-                                  f"choose from {', '.join(SAMPLE_IMAGES)}")
+                                  f"choose from {', '.join(SAMPLE_IMAGES + SAMPLE_GREY_IMAGES)}")
+            repeated = sorted({n for n in self.samples if self.samples.count(n) > 1})
+            if repeated:
+                raise ConfigError(f"samples = {repeated!r} listed more than once")
             if len(self.samples) < 2:
                 raise ConfigError("samples: at least 2 photos are needed to pair T with R")
         if len(self.voc_md5) != 32:
@@ -84,6 +91,8 @@ class SynthesizeConfig:
     test_mixtures: int = bounded(32, ge=0)
     val_image_fraction: float = bounded(0.1, ge=0.0, lt=0.5)  # held-out photos for val
     test_image_fraction: float = bounded(0.1, ge=0.0, lt=0.5)  # held-out photos for test
+    val_photos: tuple[str, ...] = ()  # named held-out photos (ids) instead of the fraction
+    test_photos: tuple[str, ...] = ()
     real_copies: int = bounded(1, ge=0)  # random crops stored per real training pair
     chunk: int = bounded(32, ge=1)  # mixtures per task and per Parquet row group
     shard_mb: float = bounded(128.0, gt=0.0)  # target (uncompressed) size of one shard file
@@ -110,6 +119,16 @@ class SynthesizeConfig:
             raise ConfigError(f"sigma_min = {self.sigma_min} > sigma_max = {self.sigma_max}")
         if self.gamma_min > self.gamma_max:
             raise ConfigError(f"gamma_min = {self.gamma_min} > gamma_max = {self.gamma_max}")
+        for split in ("val", "test"):
+            named = getattr(self, f"{split}_photos")
+            if named and len(named) < 2:
+                raise ConfigError(f"{split}_photos = {list(named)!r}: name at least 2 photos "
+                                  "(a mixture pairs two of them), or none")
+            if len(set(named)) != len(named):
+                raise ConfigError(f"{split}_photos = {list(named)!r}: a photo is named twice")
+        both = sorted(set(self.val_photos) & set(self.test_photos))
+        if both:
+            raise ConfigError(f"{both[0]!r} is in both val_photos and test_photos")
 
 
 #: Sets ``ytmt fetch-data`` / the ``fetch_data`` stage can fetch (``sir2``: the three SIR² ones).

@@ -41,23 +41,40 @@ class Task:
 
 def split_photos(entries: list[dict[str, Any]], cfg: SynthesizeConfig,
                  seed: int) -> dict[str, list[dict[str, Any]]]:
-    """Disjoint photo pools for train / val / test (val and test hold out fractions of the
-    photos, at least 2 each when they have mixtures)."""
+    """Disjoint photo pools for train / val / test. A split whose photos are named
+    (``val_photos``, ``test_photos``: photo ids) holds exactly those, whatever else is
+    fetched; otherwise it holds out a seeded random fraction of the photos, at least 2 when
+    it has mixtures. Training gets the rest."""
     entries = sorted(entries, key=lambda e: e["id"])
-    order = np.random.default_rng([seed, 0]).permutation(len(entries))
-    shuffled = [entries[i] for i in order]
+    by_id = {e["id"]: e for e in entries}
+    named = {"val": cfg.val_photos, "test": cfg.test_photos}
+    for split, ids in named.items():
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise ValueError(f"synthesize.{split}_photos: {missing!r} not among the fetched "
+                             f"photos ({len(entries)}; e.g. {[e['id'] for e in entries[:3]]!r})")
+    taken = set(cfg.val_photos) | set(cfg.test_photos)
+    rest = [e for e in entries if e["id"] not in taken]
+    order = np.random.default_rng([seed, 0]).permutation(len(rest))
+    shuffled = [rest[i] for i in order]
 
     def held(frac: float, n_mix: int) -> int:
         return 0 if n_mix == 0 else max(2, round(frac * len(entries)))
 
-    n_val = held(cfg.val_image_fraction, cfg.val_mixtures)
-    n_test = held(cfg.test_image_fraction, cfg.test_mixtures)
-    if len(entries) - n_val - n_test < 2:
-        raise ValueError(f"{len(entries)} photos cannot give val {n_val} + test {n_test} "
-                         "held-out photos and at least 2 training photos; fetch more photos "
-                         "or set val_mixtures / test_mixtures to 0")
-    return {"val": shuffled[:n_val], "test": shuffled[n_val:n_val + n_test],
-            "train": shuffled[n_val + n_test:]}
+    pools: dict[str, list[dict[str, Any]]] = {}
+    for split, frac, n_mix in (("val", cfg.val_image_fraction, cfg.val_mixtures),
+                               ("test", cfg.test_image_fraction, cfg.test_mixtures)):
+        if named[split]:
+            pools[split] = [by_id[i] for i in named[split]]
+        else:
+            n = held(frac, n_mix)
+            pools[split], shuffled = shuffled[:n], shuffled[n:]
+    if len(shuffled) < 2:
+        raise ValueError(f"{len(entries)} photos cannot give val {len(pools['val'])} + test "
+                         f"{len(pools['test'])} held-out photos and at least 2 training "
+                         "photos; fetch more photos or set val_mixtures / test_mixtures to 0")
+    pools["train"] = shuffled
+    return pools
 
 
 def pair_epochs(photos: list[dict[str, Any]], n: int, rng: np.random.Generator) -> list[Item]:

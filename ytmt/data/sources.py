@@ -187,7 +187,8 @@ def read_index(images: str | Path) -> list[dict[str, Any]]:
 
 
 def sample_images(names: tuple[str, ...]) -> Iterator[tuple[str, np.ndarray]]:
-    """scikit-image's bundled photos as ``(name, (H, W, 3) uint8)``, read from the wheel."""
+    """scikit-image's bundled photos as ``(name, (H, W, 3) uint8)``, read from the wheel
+    (greyscale ones with the grey level in every channel)."""
     import skimage.data
 
     for name in names:
@@ -195,6 +196,8 @@ def sample_images(names: tuple[str, ...]) -> Iterator[tuple[str, np.ndarray]]:
             arr = skimage.data.stereo_motorcycle()[_STEREO[name]]
         else:
             arr = getattr(skimage.data, name)()
+        if arr.ndim == 2 and arr.dtype == np.uint8:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
             raise ValueError(f"skimage.data.{name}: {arr.shape} {arr.dtype} is not an RGB photo")
         yield name, arr
