@@ -5,6 +5,7 @@ Everything here builds on the slow `evaluated` session fixture."""
 
 import copy
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -27,6 +28,23 @@ def registered(evaluated, trained, tmp_path_factory):
     result = register_models(evaluated["summary"], cfg, tracking_uri=trained["uri"])
     out = write_registry(result, tmp_path_factory.mktemp("reg") / "registry.json")
     return result, out, cfg
+
+
+def test_mlflow_registry_lines_go_to_the_log_not_the_console(registered, evaluated, trained,
+                                                             capfd, caplog, monkeypatch):
+    """MLflow prints "Created version ..." to stderr itself; the stage keeps it in its log.
+    MLflow's logger is set up as a stage sets it (ytmt.logs: no console handler of its own)."""
+    mlflow_logger = logging.getLogger("mlflow")
+    monkeypatch.setattr(mlflow_logger, "handlers", [])
+    monkeypatch.setattr(mlflow_logger, "propagate", True)
+    summary = copy.deepcopy(evaluated["summary"])
+    cfg = RegisterConfig(model_name="ytmt-quiet")
+    with caplog.at_level("INFO", logger="mlflow.registry"):
+        register_models(summary, cfg, tracking_uri=trained["uri"])
+    err = capfd.readouterr().err
+    assert "Created version" not in err and "already exists" not in err, err
+    lines = [r.getMessage() for r in caplog.records if r.name == "mlflow.registry"]
+    assert sum(line.startswith("Created version") for line in lines) == 3, lines
 
 
 def test_every_model_is_a_version_and_champion_is_best_validation(registered, trained):

@@ -14,6 +14,8 @@ and only the aliases move. ``outputs/registry.json`` records the result.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 from pathlib import Path
@@ -64,6 +66,23 @@ def pick_best(candidates: list[dict[str, Any]], mode: str) -> dict[str, Any]:
     return min(candidates, key=lambda c: (sign * c["value"], c["variant"], c["seed"]))
 
 
+def _register_version(model_uri: str, name: str):
+    """``mlflow.register_model``, whose progress lines ("Registered model ... already exists.
+    Creating a new version...", "Created version ...") MLflow prints straight to stderr, not
+    through logging: they go to the stage's log file (logger ``mlflow.registry``, INFO), not
+    to the console."""
+    import mlflow
+
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            return mlflow.register_model(model_uri, name, tags={TAG_URI: model_uri})
+    finally:
+        for line in printed.getvalue().splitlines():
+            if line.strip():
+                logging.getLogger("mlflow.registry").info(line.strip())
+
+
 def register_models(summary: dict[str, Any], cfg: RegisterConfig,
                     tracking_uri: str | None = None) -> dict[str, Any]:
     """Register the models of an evaluation ``summary`` (``outputs/eval/summary.json``) and
@@ -92,7 +111,7 @@ def register_models(summary: dict[str, Any], cfg: RegisterConfig,
         value = _validation_value(model, cfg.metric, c)
         mv = existing.get(model_uri)
         if mv is None:
-            mv = mlflow.register_model(model_uri, name, tags={TAG_URI: model_uri})
+            mv = _register_version(model_uri, name)
         tags = {"variant": model["variant"], "seed": str(model["seed"]),
                 "vgg_weights": str(model.get("vgg_weights")), cfg.metric: str(value)}
         for set_name, metrics in (model.get("sets") or {}).items():
