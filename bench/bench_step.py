@@ -23,6 +23,7 @@ which does 1.1-1.2× less work per step on this CPU. Per size the bench:
 
     python bench/bench_step.py                  # CPU, 2 threads, 128² and 224² (README rows)
     python bench/bench_step.py --save           # + raw output in bench/results/step_cpu2.txt
+    python bench/bench_step.py --batch 4 --steps 3   # the default per-worker training batch
     python bench/bench_step.py --profile /tmp/p --sizes 128   # + top kernels per mode
     python bench/bench_step.py --device cuda --sizes 224 --batch 8 --compile   # GPU
 """
