@@ -10,7 +10,7 @@ from ytmt.params import load_params, parse_params
 def test_repository_params_yaml_is_valid():
     params = load_params("params.yaml")
     assert params.loss.perceptual == pytest.approx(0.0)  # lambda1 off: random VGG (issue 11)
-    assert params.loss.rec_r_mse == pytest.approx(0.9)
+    assert params.loss.rec_r_mse == pytest.approx(0.1)  # b: paper 0.9 (issue 11 §5 recipe)
 
 
 @pytest.mark.parametrize("section,key,value,message", [
