@@ -23,7 +23,6 @@ end; a registration made before a later failure is undone.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable

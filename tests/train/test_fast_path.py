@@ -5,7 +5,6 @@ in-process on fixed data, compared parameter by parameter with the plain fp32 ea
 from pathlib import Path
 
 import pytest
-import torch
 
 from ytmt.checkpoint import load_checkpoint
 from ytmt.config import ConfigError

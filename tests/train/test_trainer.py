@@ -88,7 +88,6 @@ def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
     import mlflow
     from mlflow import MlflowClient
 
-    from ytmt.precision import resolve_precision
     from ytmt.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
     params = tiny_params(tmp_path, train__epochs=2, train__max_steps_per_epoch=1,
