@@ -29,7 +29,7 @@ def sh(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
 
 
 def ensure_env() -> dict[str, str]:
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 (dev.py may be started by an older python3)
         sys.exit(f"python >= 3.10 is required, this is {sys.version.split()[0]}")
     if not (BIN / "python").exists():
         sh(sys.executable, "-m", "venv", VENV)

@@ -77,7 +77,7 @@ def baseline_hypercolumn(vgg, x: Tensor) -> Tensor:
 def baseline_perceptual(vgg, pred: Tensor, target: Tensor, weights) -> Tensor:
     fp = vgg(imagenet_normalize(pred))
     ft = vgg(imagenet_normalize(target))
-    return sum(w * F.l1_loss(a, b.detach()) for w, a, b in zip(weights, fp, ft))
+    return sum(w * F.l1_loss(a, b.detach()) for w, a, b in zip(weights, fp, ft, strict=True))
 
 
 def baseline_step(model, vgg, unet: BaselineUNet, batch, cfg: LossConfig) -> Tensor:

@@ -226,7 +226,8 @@ def main() -> int:
         peaks = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16, args.device)
                  for p in precisions}
         print(f"device {args.device} ({threads} threads), {args.checkpoint or args.variant} "
-              f"width {args.width}, {'He-normal' if args.he_init else 'default'} init, tile {args.tile} overlap {args.overlap}, image {h}x{w}; measured "
+              f"width {args.width}, {'He-normal' if args.he_init else 'default'} init, "
+              f"tile {args.tile} overlap {args.overlap}, image {h}x{w}; measured "
               + ", ".join(str(p) for p in peaks.values()), flush=True)
         results = run_all(args, precisions)
         peaks = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16,

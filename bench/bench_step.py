@@ -134,7 +134,7 @@ def check_losses(modes: list[Mode]) -> str:
     losses = [m.first_loss() for m in modes]
     ref = losses[1]  # ours fp32
     parts = []
-    for m, loss in zip(modes, losses):
+    for m, loss in zip(modes, losses, strict=True):
         rel = abs(loss - ref) / abs(ref)
         if m is not modes[1]:
             parts.append(f"{m.label} {rel:.2e}")
@@ -172,7 +172,7 @@ def time_modes(modes: list[Mode], steps: int, device: torch.device) -> list[Timi
         m.step()
     timings = [Timing([], []) for _ in modes]
     for _ in range(steps):
-        for m, t in zip(modes, timings):
+        for m, t in zip(modes, timings, strict=True):
             sync(device)
             start, cpu = time.perf_counter(), time.process_time()
             m.step()
@@ -204,7 +204,7 @@ def run_size(args, size: int, peaks: dict[str, Peak]) -> dict[str, Peak]:
     peaks = measure_peaks(device, peaks)
     print(f"  measured {peaks['fp32']}, {peaks['bf16']}")
     base = timings[0]
-    for m, t in zip(modes, timings):
+    for m, t in zip(modes, timings, strict=True):
         rate = m.flops / t.fastest
         print(f"  {m.label:28s} {t.median:7.3f} s/step (fastest {t.fastest:.3f}, CPU "
               f"{t.cpu_median:.2f} s)  {args.batch / t.median:6.2f} images/s  "

@@ -91,11 +91,11 @@ def matmul_peak(dtype: torch.dtype, device: str | torch.device = "cpu",
     for n in sorted({*sizes, 2048}):  # 2048: the reference
         a = torch.randn(n, n, generator=gen).to(device, dtype)
         b = torch.randn(n, n, generator=gen).to(device, dtype)
-        ways = {f"torch.matmul {n}²": lambda: a @ b}
+        ways = {f"torch.matmul {n}²": lambda a=a, b=b: a @ b}
         if device.type == "cpu":  # (1,n,n,1)·W(n,n,1,1) channels-last: a GEMM in oneDNN
             x = a.t().reshape(1, n, n, 1).contiguous(memory_format=torch.channels_last)
             w = b.t().reshape(n, n, 1, 1).contiguous()
-            ways[f"oneDNN GEMM {n}² (1×1 conv)"] = lambda: F.conv2d(x, w)
+            ways[f"oneDNN GEMM {n}² (1×1 conv)"] = lambda x=x, w=w: F.conv2d(x, w)
         with torch.no_grad():
             for how, fn in ways.items():
                 rates[how] = 2 * n**3 / fastest(fn, device, budget_s)

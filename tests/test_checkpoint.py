@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import ytmt
+from tests.dvc_deps import module_closure
 from ytmt.archs.vgg import VGG19Features, load_vgg19
 from ytmt.checkpoint import (
     UnsafeCheckpoint,
@@ -13,7 +14,6 @@ from ytmt.checkpoint import (
     model_spec,
     save_checkpoint,
 )
-from tests.dvc_deps import module_closure
 
 
 class Payload:
@@ -31,7 +31,7 @@ def test_round_trip_restores_the_same_function(tmp_path, random_vgg):
     assert load_checkpoint(path)["extra"]["epoch"] == 3
     assert loaded.features.vgg.weights.mode == "random"
     x = torch.rand(1, 3, 24, 24)
-    for a, b in zip(model(x), loaded(x)):
+    for a, b in zip(model(x), loaded(x), strict=True):
         assert torch.equal(a, b)
 
 

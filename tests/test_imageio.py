@@ -24,8 +24,15 @@ from ytmt.data.config import FetchConfig
 from ytmt.data.layout import find_pairs
 from ytmt.data.sources import fetch_images, read_index
 from ytmt.data.synthesis import _photo
-from ytmt.imageio import (ImageReadError, decode, decode_image, load_image, orient,
-                          probe_format, read)
+from ytmt.imageio import (
+    ImageReadError,
+    decode,
+    decode_image,
+    load_image,
+    orient,
+    probe_format,
+    read,
+)
 from ytmt.inference import load_image as inference_load_image
 from ytmt.serving import _b64_image
 

@@ -41,18 +41,26 @@ def test_exclusion_single_scale_matches_the_formula():
 
     def psi(gt, gr):
         alpha = 2 * gt.abs().mean() / (gr.abs().mean() + eps)
-        s = lambda x: torch.tanh(x / 2)  # = 2·sigmoid(x) − 1
+        def s(x):
+            return torch.tanh(x / 2)  # = 2·sigmoid(x) − 1
+
         return ((s(gt) ** 2 * s(alpha * gr) ** 2).mean() + eps) ** 0.25
 
-    gy = lambda x: x[..., 1:, :] - x[..., :-1, :]
-    gx = lambda x: x[..., :, 1:] - x[..., :, :-1]
+    def gy(x):
+        return x[..., 1:, :] - x[..., :-1, :]
+
+    def gx(x):
+        return x[..., :, 1:] - x[..., :, :-1]
+
     expected = (psi(gy(t_hat), gy(r_hat)) + psi(gx(t_hat), gx(r_hat))) / 2
     assert float(exclusion_loss(t_hat, r_hat, levels=1)) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_exclusion_three_scales_average_downsampled_levels():
     t_hat, r_hat = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
-    down = lambda x: F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
+    def down(x):
+        return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
+
     levels = [exclusion_loss(t_hat, r_hat, 1), exclusion_loss(down(t_hat), down(r_hat), 1),
               exclusion_loss(down(down(t_hat)), down(down(r_hat)), 1)]
     assert float(exclusion_loss(t_hat, r_hat, 3)) == pytest.approx(float(sum(levels) / 3), rel=1e-5)
@@ -72,7 +80,9 @@ def test_exclusion_is_low_for_layers_with_disjoint_edges():
 
 def test_relativistic_gan_losses_on_hand_computed_logits():
     d_real, d_fake = torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [2.0]])
-    softplus = lambda x: math.log1p(math.exp(x))
+    def softplus(x):
+        return math.log1p(math.exp(x))
+
     # batch: real − mean(fake) = [0, 2] labelled 1; fake − mean(real) = [−2, 0] labelled 0
     expected_d = 0.5 * ((softplus(0) + softplus(-2)) / 2 + (softplus(-2) + softplus(0)) / 2)
     expected_g = 0.5 * ((softplus(0) + softplus(2)) / 2 + (softplus(2) + softplus(0)) / 2)
@@ -116,7 +126,7 @@ def test_perceptual_loss_matches_direct_feature_l1(random_vgg):
     target = torch.rand(1, 3, 32, 32)
     (loss,) = PerceptualLoss(random_vgg, weights)([pred], [target])
     fp, ft = random_vgg(imagenet_normalize(pred)), random_vgg(imagenet_normalize(target))
-    direct = sum(w * F.l1_loss(a, b) for w, a, b in zip(weights, fp, ft))
+    direct = sum(w * F.l1_loss(a, b) for w, a, b in zip(weights, fp, ft, strict=True))
     assert float(loss.detach()) == pytest.approx(float(direct.detach()), rel=1e-5)
     loss.backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0

@@ -141,8 +141,8 @@ def _optional_int(raw: dict[str, Any], key: str, path: Path) -> int | None:
 def read_released(path: str | Path) -> tuple[SourceFile, dict[str, Tensor], dict[str, Tensor]]:
     """(what to record, stage 1 state dict, stage 2 state dict) in our names; one-line
     errors for truncated, unsafe or foreign files, missing keys and wrong shapes."""
-    from ytmt.fileio import sha256_file
     from ytmt.checkpoint import load_weights_only
+    from ytmt.fileio import sha256_file
 
     path = Path(path)
     raw = load_weights_only(path)

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from ytmt.archs.build import build_model
-from ytmt.fileio import atomic_write
 from ytmt.archs.vgg import VGGWeights
 from ytmt.archs.ytmt import SeparationModel
+from ytmt.fileio import atomic_write
 
 FORMAT = "ytmt-checkpoint/1"
 

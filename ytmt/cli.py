@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-
 def _positive_or_zero(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -153,8 +152,14 @@ def cmd_separate(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
     from tqdm import tqdm
 
-    from ytmt.inference import (ImageReadError, check_tiling, load_image, save_png, separate,
-                                tile_count)
+    from ytmt.inference import (
+        ImageReadError,
+        check_tiling,
+        load_image,
+        save_png,
+        separate,
+        tile_count,
+    )
     from ytmt.precision import resolve_precision
     from ytmt.serving import load_separator
 

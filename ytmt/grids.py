@@ -44,7 +44,7 @@ def image_grid_png(rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str],
     for c, label in enumerate(columns):
         draw.text((PAD + c * (cell_w + PAD), y), label, fill=(0, 0, 0))
     y += HEAD
-    for r, (row, h) in enumerate(zip(rows, cell_h)):
+    for r, (row, h) in enumerate(zip(rows, cell_h, strict=True)):
         if row_labels is not None:
             draw.text((PAD, y), row_labels[r], fill=(0, 0, 0))
             y += label_h

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ytmt.archs.ytmt import SeparationModel
 from ytmt.imageio import (  # noqa: F401 - re-exported: image I/O lives there
     ImageReadError,
     decode_image,
@@ -28,6 +29,7 @@ from ytmt.imageio import (  # noqa: F401 - re-exported: image I/O lives there
     load_image,
     save_png,
 )
+from ytmt.precision import DEFAULT_PRECISION, autocast, resolve_precision  # noqa: F401
 from ytmt.tiling import (  # noqa: F401 - re-exported: the tiling API lives there
     ALIGN,
     DEFAULT_OVERLAP,
@@ -39,8 +41,6 @@ from ytmt.tiling import (  # noqa: F401 - re-exported: the tiling API lives ther
     tile_count,
     tile_starts,
 )
-from ytmt.archs.ytmt import SeparationModel
-from ytmt.precision import DEFAULT_PRECISION, autocast, resolve_precision  # noqa: F401
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 

@@ -71,7 +71,7 @@ def exclusion_loss(t_hat: Tensor, r_hat: Tensor, levels: int = 3,
     dims = (1, 2, 3) if per_sample else (0, 1, 2, 3)
     per_dir = [t_hat.new_zeros(()), t_hat.new_zeros(())]
     for level in range(levels):
-        for i, (g_t, g_r) in enumerate(zip(gradients(t_hat), gradients(r_hat))):
+        for i, (g_t, g_r) in enumerate(zip(gradients(t_hat), gradients(r_hat), strict=True)):
             per_dir[i] = per_dir[i] + _psi(g_t, g_r, dims)
         if level + 1 < levels:
             t_hat = F.interpolate(t_hat, scale_factor=0.5, mode="bilinear", align_corners=False)
@@ -100,7 +100,7 @@ class PerceptualLoss(nn.Module):
         losses = []
         for k in range(n):
             total = preds[0].new_zeros(())
-            for w, f, tf in zip(self.layer_weights, feats, tfeats):
+            for w, f, tf in zip(self.layer_weights, feats, tfeats, strict=True):
                 total = total + w * F.l1_loss(f.chunk(n)[k], tf.chunk(n)[k])
             losses.append(total)
         return losses

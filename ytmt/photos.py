@@ -73,4 +73,4 @@ def plan_photos(paths: Sequence[str | Path], recursive: bool = False) -> list[Ph
                 name = f"{base}-{k}"
             taken.add(name.casefold())
             names[i] = PurePosixPath(name)
-    return [Photo(path, name) for (path, _), name in zip(items, names)]
+    return [Photo(path, name) for (path, _), name in zip(items, names, strict=True)]

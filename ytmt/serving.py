@@ -41,8 +41,8 @@ from ytmt.mlflow_model import (  # noqa: F401 - log_model re-exported for caller
     OUTPUT_COLUMNS,
     log_model,
 )
-from ytmt.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from ytmt.precision import DEFAULT_PRECISION, PRECISIONS
+from ytmt.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 def _b64_image(b64: Any, row: int) -> np.ndarray:

@@ -158,8 +158,8 @@ def open_run(tracking_uri: str, experiment: str, match: Mapping[str, str], *,
     even after it ended FINISHED); otherwise a new run
     named ``run_name`` with ``match``, ``tags``, ``provenance`` (default
     :func:`provenance_tags` of this process; a Ray worker passes its driver's) and the
-    parent's id for a child run. Returns ``(experiment id, Run, reopened)``; ``Run.data.tags`` holds the
-    tags the run had when found."""
+    parent's id for a child run. Returns ``(experiment id, Run, reopened)``;
+    ``Run.data.tags`` holds the tags the run had when found."""
     exp_id = get_or_create_experiment(tracking_uri, experiment)
     c = client(tracking_uri)
     where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in match.items())

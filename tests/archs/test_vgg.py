@@ -26,7 +26,7 @@ def torchvision_format_state_dict(seed=1):
     """A full torchvision VGG-19 state dict (features + classifier), as the .pth holds it."""
     g = torch.Generator().manual_seed(seed)
     state, cin = {}, 3
-    for idx, cout in zip(CONV_INDICES, CONV_CHANNELS):
+    for idx, cout in zip(CONV_INDICES, CONV_CHANNELS, strict=True):
         state[f"features.{idx}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * 0.05
         state[f"features.{idx}.bias"] = torch.randn(cout, generator=g) * 0.01
         cin = cout
@@ -72,7 +72,7 @@ def test_torchvision_weights_load_unchanged_and_reproduce_reference_forward(tmp_
     ours = vgg(x)
     ref = reference_taps(state, x)
     assert [t.shape[1] for t in ours] == list(TAP_CHANNELS)
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -170,7 +170,7 @@ def test_factorised_first_conv_equals_conv_of_the_materialised_hypercolumn(size,
     g = torch.randn_like(a)
     ga = torch.autograd.grad(a, (weight, bias), g)
     gb = torch.autograd.grad(b, (weight, bias), g)
-    for u, v in zip(ga, gb):
+    for u, v in zip(ga, gb, strict=True):
         assert torch.allclose(u, v, atol=1e-3, rtol=1e-4)
 
 
@@ -185,8 +185,8 @@ def test_autocast_uses_the_cast_weights_autocast_would_make(tmp_path):
         ours, ref = vgg(x), reference_taps(state, x)
         again = vgg(x)  # from the cache
     assert ours[0].dtype == torch.bfloat16
-    assert all(torch.equal(a, b) for a, b in zip(ours, ref))
-    assert all(torch.equal(a, b) for a, b in zip(again, ref))
+    assert all(torch.equal(a, b) for a, b in zip(ours, ref, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(again, ref, strict=True))
     grads = [torch.autograd.grad(sum(t.float().sum() for t in taps), x)[0]
              for taps in (ours, ref)]
     assert torch.equal(*grads)
@@ -194,5 +194,5 @@ def test_autocast_uses_the_cast_weights_autocast_would_make(tmp_path):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fresh = vgg(x)
         expected = reference_taps(vgg.state_dict(), x)
-    assert all(torch.equal(a, b) for a, b in zip(fresh, expected))
+    assert all(torch.equal(a, b) for a, b in zip(fresh, expected, strict=True))
     assert not torch.equal(fresh[0], ours[0])

@@ -100,7 +100,7 @@ def test_fused_streams_compute_the_same_function(name, random_vgg):
     fused = ytmt.build_model(name, width=8, vgg=random_vgg, fuse_streams=True, plain_layers=3)
     fused.load_state_dict(plain.state_dict())
     x = torch.rand(1, 3, 24, 40)
-    for a, b in zip(plain(x), fused(x)):
+    for a, b in zip(plain(x), fused(x), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -143,5 +143,5 @@ def test_lazy_hypercolumn_computes_the_same_function_as_the_materialised_one(nam
         p.data.add_(0.01 * torch.randn_like(p))
     lazy.load_state_dict(eager.state_dict())
     x = torch.rand(2, 3, 37, 29)
-    for a, b in zip(eager(x), lazy(x)):
+    for a, b in zip(eager(x), lazy(x), strict=True):
         assert (a - b).abs().max() < 1e-3  # float summation order only

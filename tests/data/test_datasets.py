@@ -406,9 +406,9 @@ def run_stage(params: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     code = ("import runpy, sys; sys.argv = ['scan_data.py', '--params', 'params.yaml', "
             "'--out', 'outputs/data_manifest.json', '--real-out', 'outputs/real.json']\n"
-            "try:\n    runpy.run_path(%r, run_name='__main__')\n"
+            "try:\n    runpy.run_path({!r}, run_name='__main__')\n"
             "finally:\n    print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
-            % str(REPO / "pipelines" / "scan_data.py"))
+            .format(str(REPO / "pipelines" / "scan_data.py")))
     return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
 

@@ -1,6 +1,7 @@
 """Inference: /16 padding, tiling with blending, image I/O (EXIF, grayscale, RGBA, 16-bit)."""
 
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -10,8 +11,18 @@ from PIL import Image
 from torch import nn
 
 from ytmt.checkpoint import model_from_checkpoint
-from ytmt.inference import (ImageReadError, check_tiling, decode_image, encode_png, iter_tiles,
-                            load_image, save_png, separate, tile_count, tile_starts)
+from ytmt.inference import (
+    ImageReadError,
+    check_tiling,
+    decode_image,
+    encode_png,
+    iter_tiles,
+    load_image,
+    save_png,
+    separate,
+    tile_count,
+    tile_starts,
+)
 from ytmt.metrics import psnr_ssim
 
 
@@ -38,7 +49,7 @@ def test_tiles_cover_with_overlap(length, tile, overlap):
         covered[s:s + min(tile, length)] += 1
     assert covered.min() >= 1 and starts[0] == 0
     assert starts[-1] + min(tile, length) == length
-    for a, b in zip(starts, starts[1:]):
+    for a, b in itertools.pairwise(starts):
         assert a + tile - b >= overlap  # neighbours share at least `overlap` pixels
 
 

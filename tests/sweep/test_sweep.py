@@ -176,7 +176,6 @@ def test_best_yaml_holds_the_best_trials_weights(sweep):
     from ytmt.config import to_dict
     from ytmt.params import load_params
     from ytmt.train.components import resolve_params
-
     from ytmt.train.trainer import read_overrides
 
     overrides = read_overrides(sweep["out"] / "best.yaml")

@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from ytmt.config import ConfigError, parse_section
-from ytmt.params import parse_params
 from ytmt.model_store import run_dir
+from ytmt.params import parse_params
 from ytmt.train.config import Run, TrainConfig
 from ytmt.train.trainer import _training_key, make_loop_config
 

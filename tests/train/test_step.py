@@ -66,7 +66,7 @@ def test_freezing_the_discriminator_leaves_the_generator_update_unchanged():
     terms["total"].backward()
     assert any(p.grad is not None for p in ref_disc.parameters())  # what freezing avoids
     opt.step()
-    for (name, a), b in zip(parts.model.named_parameters(), ref_model.parameters()):
+    for (name, a), b in zip(parts.model.named_parameters(), ref_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
 
 

@@ -81,7 +81,8 @@ def _png_b64(height: int, width: int) -> str:
 def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
     """`python pipelines/train.py --variant ytmt-ucs --seed 0` (the DVC stage train@ytmt-ucs-0)
     on two Ray Train workers with the tune stage's weights: a quiet console (one line per
-    epoch, one warning, no Ray internals) with the full log in outputs/logs/, the model folder, the run's metrics row and plots, and an
+    epoch, one warning, no Ray internals) with the full log in outputs/logs/, the model
+    folder, the run's metrics row and plots, and an
     MLflow run with the resolved config, provenance, its datasets, per-epoch metrics and
     sample images at step = epoch; the logged model loads back with mlflow.pyfunc and
     separates images of two sizes. (Two-stage runs and seeds: tests/train/test_seeds.py.)"""

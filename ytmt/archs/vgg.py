@@ -290,7 +290,7 @@ class HypercolumnFeatures:
         # the columns per tap (at its height), then the rows of every tap in one matmul over
         # the stacked (tap, dy, row) axis K, written once, channels last.
         coarse, rows = [], []
-        for i, (part, w) in enumerate(zip(parts, splits)):
+        for i, (part, w) in enumerate(zip(parts, splits, strict=True)):
             if i in dense:
                 continue
             h, w_in = part.shape[-2:]

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ytmt.archs.vgg import HypercolumnFeatures
+
 # The variant table is torch-free data (ytmt.variants); re-exported here for the networks.
 from ytmt.variants import VARIANTS, Exchange, Variant, get_variant  # noqa: F401
 

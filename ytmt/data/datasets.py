@@ -30,8 +30,14 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ytmt.data.archives import (ArchiveDamaged, ArchiveError, LockEntry, ZipIndex, read_lock,
-                                record_lock)
+from ytmt.data.archives import (
+    ArchiveDamaged,
+    ArchiveError,
+    LockEntry,
+    ZipIndex,
+    read_lock,
+    record_lock,
+)
 from ytmt.data.config import DataConfig, DownloadConfig
 from ytmt.data.download import download, file_digest, verify_archive
 from ytmt.data.layout import BLENDED, TRANSMISSION, LayoutError, find_pairs

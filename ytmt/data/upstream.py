@@ -127,7 +127,7 @@ def nature_pairs(files: Iterable[PurePosixPath], archive: str) -> list[PairSourc
         raise ArchiveError(f"{archive}: {len(ms)} images in {root / 'testB'} but {len(ts)} "
                            f"in {root / 'testA1'}")
     pairs = []
-    for t, m in zip(ts, ms):
+    for t, m in zip(ts, ms, strict=True):
         if t.suffix.lower() != m.suffix.lower():
             raise ArchiveError(f"{archive}: {m} and {t} pair up but have different formats")
         pairs.append(PairSource(m.name, m, t))

@@ -51,7 +51,8 @@ def run_for(entry, tracking_uri: str, experiment: str) -> str:
     return run.info.run_id
 
 
-def log_model_results(tracking_uri: str, run_id: str, entry, sets: Mapping[str, Any], means: Mapping[str, Mapping[str, float]],
+def log_model_results(tracking_uri: str, run_id: str, entry, sets: Mapping[str, Any],
+                      means: Mapping[str, Mapping[str, float]],
                       grids: Mapping[tuple[str, str], bytes], files: Mapping[str, Path]) -> None:
     """Everything one model's evaluation logs (module docstring). ``entry``: an
     ``evaluate.ModelEntry``; ``sets``: {name: ``evaluate.EvalSet``}; ``means``: {set: {metric:

@@ -25,7 +25,8 @@ class TuneConfig:
     """The loss-weight sweep (params.yaml ``tune``; :mod:`ytmt.sweep`).
 
     Each trial trains ``variant`` (single-stage) for at most ``epochs`` epochs with the
-    ``train`` recipe, ``overrides`` applied (dotted keys of model/loss/train, e.g. ``train.max_steps_per_epoch: 4``) and the
+    ``train`` recipe, ``overrides`` applied (dotted keys of model/loss/train, e.g.
+    ``train.max_steps_per_epoch: 4``) and the
     sampled weights of ``space`` (:mod:`ytmt.sweep.space`). ``enabled: false`` writes an
     empty ``best.yaml`` without starting Ray.
 

@@ -21,8 +21,8 @@ import ray.train
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from ytmt.sweep.records import DECISION_TAG, NODE_TAG, SWEEP_TAG, TRIAL_TAG, find_child_run
 from ytmt import tracking
+from ytmt.sweep.records import DECISION_TAG, NODE_TAG, SWEEP_TAG, TRIAL_TAG, find_child_run
 from ytmt.tracking import client
 from ytmt.train.config import TrainConfig
 from ytmt.train.loop import train_loop_per_worker

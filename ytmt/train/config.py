@@ -8,7 +8,6 @@ from typing import Any, Literal
 from ytmt.config import ConfigError, bounded
 from ytmt.precision import Precision
 
-
 Backend = Literal["auto", "gloo", "nccl"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 CompileBackend = Literal["inductor", "aot_eager", "cudagraphs", "eager"]

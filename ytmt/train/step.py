@@ -45,7 +45,7 @@ def all_reduce_sum(values: dict[str, float], device: torch.device) -> dict[str, 
     keys = sorted(values)
     buf = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(buf)
-    return dict(zip(keys, buf.tolist()))
+    return dict(zip(keys, buf.tolist(), strict=True))
 
 
 def average_gradients(module: nn.Module) -> None:

@@ -52,8 +52,8 @@ from ytmt.checkpoint import atomic_torch_save, load_checkpoint
 from ytmt.config import ConfigError, to_dict
 from ytmt.model_store import MODEL_FILE, ModelInfo, run_dir, write_info
 from ytmt.ray_local import init_ray, resolve_storage
-from ytmt.train.config import TrainConfig
 from ytmt.train.components import resolve_params
+from ytmt.train.config import TrainConfig
 from ytmt.train.loop import CHECKPOINT_FILE, train_loop_per_worker
 from ytmt.variants import get_variant
 
