@@ -1,21 +1,27 @@
 """Issue 11 §5: what the default recipe of params.yaml does to held-out photos.
 
-params.yaml is read as shipped (loss weights, learning rate and schedule, crop, batch,
-epochs, photos and their val/test split, seed; VGG-19 random as on a fresh clone) and
-scaled down only in data amount (:data:`SCALE`). ytmt-ucs is trained on the embedded
-scikit-image photos and scored on the synthetic **test** split (photos that neither
-training nor validation saw), paper protocol (ytmt.metrics.psnr_ssim). It must beat the
-recipe it replaced in PSNR and SSIM of T̂, and the identity baseline (the mixture taken as
-T̂) in PSNR. In SSIM the default is level with the input: over four run seeds at full scale
-its test T̂ scores 0.790 ± 0.006 against the input's 0.786 (above with two seeds, level with
-one, below with one; bench/results/recipe_cpu2.txt), and at this scale 0.793 against 0.796.
-Whether it lands just above or just below moves with the run seed and with the host's bf16
-kernels, so the test asserts what holds on every host: T̂'s SSIM within :data:`SSIM_SLACK` of
-the input's (the recipe it replaced lands 0.156 below).
+params.yaml is read as shipped (data amount, loss weights, learning rate and schedule, crop,
+batch, epochs, photos and their val/test split, seed; VGG-19 random as on a fresh clone) and
+run at small scale only in how it runs (:data:`SCALE`): one training run, in this process on
+one thread (no Ray, no sweep, no MLflow server), a few validation mixtures. ytmt-ucs is
+trained on the embedded scikit-image photos and scored on the whole synthetic **test** split
+(photos that neither training nor validation saw), paper protocol (ytmt.metrics.psnr_ssim).
+Two runs (run seeds 0 and 1, side by side in two processes) are trained: each must beat the
+identity baseline (the mixture taken as T̂) in PSNR, and their mean T̂ SSIM the input's.
+
+Measured (bench/results/recipe_cpu2.txt): at full scale (two Ray workers) over run seeds 0-3
+test T̂ scores 18.48 ± 0.24 dB / 0.7935 ± 0.0034 against the input's 17.30 / 0.7862, above
+it with every seed; this test's setting scores 0.7930, 0.7943, 0.7967, 0.7878 with run
+seeds 0-3 (+0.0068 over the input for the mean of seeds 0 and 1). The mean of two seeds, not
+one run, is asserted because a single run's margin is within reach of the seed-to-seed
+spread (seed 3: +0.0016), and the host's bf16 kernels move a run as a seed does. Half the
+training mixtures (128) is not enough: +0.0025 and -0.0007 with seeds 0 and 1.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +30,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: the default recipe at small scale: fewer mixtures, in-process training on one
-#: thread (no Ray start-up; two threads of one process stall when the CPU is shared);
-#: everything else (photos, split, crop, epochs, schedule, loss weights) is params.yaml's
+#: the default recipe at small scale: in-process training on one thread (no Ray start-up;
+#: two threads of one process stall when the CPU is shared) and 4 validation mixtures;
+#: everything else (photos, split, data amount, crop, epochs, schedule, loss weights) is
+#: params.yaml's
 SCALE = {
-    "synthesize.train_mixtures": 128,
     "synthesize.val_mixtures": 4,
-    "synthesize.test_mixtures": 8,
     "synthesize.workers": 1,
     "train.num_workers": 0,
     "train.torch_threads": 1,
@@ -38,13 +43,8 @@ SCALE = {
     "train.sample_every": 1000,
     "model.vgg_weights": "random",
 }
-#: how far below the input's test SSIM T̂ may land: about 1.5 standard deviations of the
-#: full-scale run-to-run spread (0.0064 over run seeds 0-3)
-SSIM_SLACK = 0.01
-#: the recipe this one replaced (test T̂ 18.13 / 0.768 at full scale, below the input's SSIM),
-#: its two workers' global batch of 8 in one process as :func:`small_default_params` makes it
-OLD_RECIPE = {"loss.rec_r_mse": 0.9, "train.epochs": 10, "train.lr": 3.0e-3,
-              "train.lr_milestones": [8], "train.batch_size": 8}
+#: the run seeds trained side by side (one thread each)
+RUN_SEEDS = (0, 1)
 
 
 def small_default_params(tmp_path: Path, **changes):
@@ -80,19 +80,21 @@ def score_test_split(model, shards: Path) -> dict[str, float]:
     return {**dict(zip(keys, np.mean(rows, axis=0), strict=True)), "images": len(rows)}
 
 
-def train_and_score(tmp_path: Path, shards: Path, name: str, **changes) -> dict[str, float]:
+def train_and_score(tmp_path: Path, shards: Path, seed: int) -> dict[str, float]:
+    """Train ytmt-ucs with run seed ``seed`` under ``tmp_path`` (its own MLflow store) and
+    score it on the test split; runs in a child process."""
     from ytmt.checkpoint import model_from_checkpoint
     from ytmt.train.trainer import train_variant
 
-    params = small_default_params(tmp_path, **changes)
-    info = train_variant(params, "ytmt-ucs", shards, tmp_path / name, seed=0)
+    params = small_default_params(tmp_path)
+    info = train_variant(params, "ytmt-ucs", shards, tmp_path / "model", seed=seed)
     assert info.metrics["epoch"] == params.train.epochs
     return score_test_split(model_from_checkpoint(info.model_path), shards)
 
 
 @pytest.fixture(scope="module")
 def small_default(tmp_path_factory):
-    """(shards, test scores of ytmt-ucs trained by the small-scale default recipe)."""
+    """{run seed: test scores of ytmt-ucs trained by the small-scale default recipe}."""
     from ytmt.data.sources import fetch_images
     from ytmt.data.synthesis import synthesize_shards
 
@@ -100,28 +102,27 @@ def small_default(tmp_path_factory):
     params = small_default_params(tmp)
     fetch_images(params.fetch, tmp / "images")
     synthesize_shards(tmp / "images", tmp / "shards", params.synthesize, params.seed)
-    scores = train_and_score(tmp, tmp / "shards", "default")
-    assert scores["images"] == params.synthesize.test_mixtures
-    return tmp / "shards", scores
-
-
-@pytest.mark.slow
-def test_default_recipe_beats_the_recipe_it_replaced_on_test_photos(tmp_path, small_default):
-    shards, new = small_default
-    old = train_and_score(tmp_path, shards, "old", **OLD_RECIPE)
-    print(f"test split, small scale: T̂ {new['psnr_t']:.2f} dB / {new['ssim_t']:.3f} (recipe it "
-          f"replaced {old['psnr_t']:.2f} / {old['ssim_t']:.3f}), input {new['psnr_in']:.2f} / "
-          f"{new['ssim_in']:.3f}")
-    assert new["psnr_t"] > old["psnr_t"] and new["ssim_t"] > old["ssim_t"], (new, old)
+    runs, spawn = {}, multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(RUN_SEEDS), mp_context=spawn) as pool:
+        for seed in RUN_SEEDS:
+            (tmp / f"seed{seed}").mkdir()
+            runs[seed] = pool.submit(train_and_score, tmp / f"seed{seed}", tmp / "shards", seed)
+        scores = {seed: run.result() for seed, run in runs.items()}
+    for seed, s in scores.items():
+        assert s["images"] == params.synthesize.test_mixtures
+        print(f"test split, small scale, run seed {seed}: T̂ {s['psnr_t']:.2f} dB / "
+              f"{s['ssim_t']:.4f}, input {s['psnr_in']:.2f} / {s['ssim_in']:.4f}")
+    return scores
 
 
 @pytest.mark.slow
 def test_default_recipe_beats_the_identity_baseline_in_psnr_on_test_photos(small_default):
-    _, scores = small_default
-    assert scores["psnr_t"] > scores["psnr_in"], scores
+    for seed, scores in small_default.items():
+        assert scores["psnr_t"] > scores["psnr_in"], (seed, scores)
 
 
 @pytest.mark.slow
-def test_default_recipe_keeps_the_identity_baselines_ssim_on_test_photos(small_default):
-    _, scores = small_default
-    assert scores["ssim_t"] > scores["ssim_in"] - SSIM_SLACK, scores
+def test_default_recipe_beats_the_identity_baseline_in_ssim_on_test_photos(small_default):
+    ssim_t = np.mean([s["ssim_t"] for s in small_default.values()])
+    ssim_in = np.mean([s["ssim_in"] for s in small_default.values()])
+    assert ssim_t > ssim_in, small_default
