@@ -1,5 +1,7 @@
 """Tiny saved models for the evaluation, registry, serving and inference tests."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -131,7 +133,8 @@ def evaluated(trained, tiny_shards, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     manifest = make_benchmarks(root)
     cfg = EvaluateConfig(tracking_uri=trained["uri"], visual_cases=2)
+    env_before = dict(os.environ)
     summary = run_evaluation(cfg, trained["models"], tiny_shards, manifest, root / "eval",
                              root / "metrics" / "eval")
     return {"summary": summary, "root": root, "out": root / "eval", "manifest": manifest,
-            "cfg": cfg}
+            "cfg": cfg, "env_before": env_before, "env_after": dict(os.environ)}

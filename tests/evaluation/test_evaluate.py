@@ -172,18 +172,32 @@ def test_config_errors():
 
 def test_whole_image_scoring_turns_the_onednn_primitive_cache_off(monkeypatch):
     """Benchmark photos of many sizes would each leave their convolutions in oneDNN's cache
-    (issue 13, scale: evaluate peak memory 1.4 -> 2.7 GiB over 60 sizes); a user's own
-    setting wins, and tiled scoring (one tile shape) keeps the cache."""
+    (issue 13, scale: evaluate peak memory 1.4 -> 2.7 GiB over 60 sizes) while the evaluation
+    runs, and only then: processes started afterwards keep it (training without it ran at
+    half speed in the suite's spawned runs). A user's own setting wins, and tiled scoring
+    (one tile shape) keeps the cache."""
     import os
 
     from ytmt.evaluation.evaluate import PRIMITIVE_CACHE_ENV, bound_primitive_cache
 
     monkeypatch.setenv(PRIMITIVE_CACHE_ENV, "unset by the test")
     monkeypatch.delenv(PRIMITIVE_CACHE_ENV)  # restored to the process's own value after
-    bound_primitive_cache(EvaluateConfig(tile=256))
+    with bound_primitive_cache(EvaluateConfig(tile=256)):
+        assert PRIMITIVE_CACHE_ENV not in os.environ
+    with bound_primitive_cache(EvaluateConfig()):
+        assert os.environ[PRIMITIVE_CACHE_ENV] == "0"
     assert PRIMITIVE_CACHE_ENV not in os.environ
-    bound_primitive_cache(EvaluateConfig())
-    assert os.environ[PRIMITIVE_CACHE_ENV] == "0"
+    with pytest.raises(RuntimeError), bound_primitive_cache(EvaluateConfig()):
+        raise RuntimeError("an interrupted evaluation")
+    assert PRIMITIVE_CACHE_ENV not in os.environ
     monkeypatch.setenv(PRIMITIVE_CACHE_ENV, "64")
-    bound_primitive_cache(EvaluateConfig())
+    with bound_primitive_cache(EvaluateConfig()):
+        assert os.environ[PRIMITIVE_CACHE_ENV] == "64"
     assert os.environ[PRIMITIVE_CACHE_ENV] == "64"
+
+
+def test_evaluation_leaves_the_environment_as_it_found_it(evaluated):
+    """After an in-process evaluation (whole images, CPU), no oneDNN setting of it is left
+    in os.environ for processes started later."""
+    assert evaluated["cfg"].tile == 0 and evaluated["cfg"].device == "cpu"
+    assert evaluated["env_after"] == evaluated["env_before"]

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,7 +283,8 @@ def evaluate_model_on_set(model, eval_set: EvalSet, cfg: EvaluateConfig,
 PRIMITIVE_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 
 
-def bound_primitive_cache(cfg: EvaluateConfig) -> None:
+@contextmanager
+def bound_primitive_cache(cfg: EvaluateConfig) -> Iterator[None]:
     """Whole-image scoring on the CPU (``tile: 0``) turns oneDNN's primitive cache off
     unless ``$ONEDNN_PRIMITIVE_CACHE_CAPACITY`` is set. Benchmark photos come in many sizes,
     and the cache (1,024 primitives by default) keeps every size's convolutions with their
@@ -290,9 +292,18 @@ def bound_primitive_cache(cfg: EvaluateConfig) -> None:
     model, and stayed at 1.4 GiB without the cache, at the same seconds per photo (a
     primitive is built in milliseconds, a photo takes seconds; bench/bench_scale.py). Tiled
     scoring repeats one tile shape, so it keeps the cache. Takes effect only in a process
-    that has not yet run a convolution, like the evaluate stage's."""
-    if cfg.tile == 0 and cfg.device == "cpu":
-        os.environ.setdefault(PRIMITIVE_CACHE_ENV, "0")
+    that has not yet run a convolution, like the evaluate stage's. The variable is set only
+    inside the ``with`` block (oneDNN reads it at its first primitive): a process that
+    evaluates and then starts others (a notebook, the test suite) does not hand a cache-less
+    oneDNN to them; training without the cache ran at half speed."""
+    if cfg.tile != 0 or cfg.device != "cpu" or PRIMITIVE_CACHE_ENV in os.environ:
+        yield
+        return
+    os.environ[PRIMITIVE_CACHE_ENV] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(PRIMITIVE_CACHE_ENV, None)
 
 
 def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Path | None,
@@ -317,10 +328,10 @@ def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Pa
         check_tracking_uri(tracking_uri)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    bound_primitive_cache(cfg)
     out = partial_dir(final)
     try:
-        summary = _evaluate_into(cfg, entries, sets, out, tracking_uri, log_mlflow)
+        with bound_primitive_cache(cfg):
+            summary = _evaluate_into(cfg, entries, sets, out, tracking_uri, log_mlflow)
         replace_dir(out, final)
     finally:
         if out.exists():
