@@ -5,6 +5,7 @@ missing override in either document fails here, not hours into a GPU run."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 import shutil
@@ -23,7 +24,7 @@ def paper_command(doc: str) -> list[str]:
                 if "dvc exp run" in b and "model.width=64" in b]
     assert len(commands) == 1, f"{doc}: expected one paper-scale command, found {len(commands)}"
     words = shlex.split(commands[0].strip())
-    return [value for flag, value in zip(words, words[1:], strict=False) if flag == "-S"]
+    return [value for flag, value in itertools.pairwise(words) if flag == "-S"]
 
 
 @pytest.mark.parametrize("doc", DOCS)

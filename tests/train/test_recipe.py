@@ -48,15 +48,15 @@ SCALE = {
 RUN_SEEDS = (0, 1)
 
 
-def small_default_params(tmp_path: Path, **changes):
-    """params.yaml scaled by :data:`SCALE` (and ``changes``, dotted keys), its two workers'
+def small_default_params(tmp_path: Path):
+    """params.yaml scaled by :data:`SCALE`, its two workers'
     global batch in one process (the default run's steps)."""
     from ytmt.params import parse_params
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["train"]["batch_size"] *= max(1, data["train"]["num_workers"])
     scale = {**SCALE, "train.storage_path": str(tmp_path / "ray_results"),
-             "train.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", **changes}
+             "train.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     for key, value in scale.items():
         section, name = key.split(".")
         data[section][name] = value
