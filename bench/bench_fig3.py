@@ -43,8 +43,7 @@ def train_once(args, variant: str, seed: int, shards: Path, uri: str, run_id: st
 
     from ytmt.checkpoint import load_checkpoint
     from ytmt.config import to_dict
-    from ytmt.params import load_params
-    from ytmt.train.components import resolve_params
+    from ytmt.params import load_params, resolve_params
     from ytmt.train.loop import CHECKPOINT_FILE
     from ytmt.train.trainer import build_trainer, make_loop_config
 

@@ -7,14 +7,19 @@ then times, in this one process:
   float tensors), iterated directly and through a ``DataLoader`` (batch 16, no workers);
 - a per-file baseline: the same samples as PNG files (M, T, R per sample, as the authors'
   data sets are stored) decoded by ``ytmt.imageio`` (Pillow), with the same augmentation
-  and conversion.
+  and conversion;
+- the training loop's own loader (``ytmt.train.step.SampleBatches`` over
+  ``ShardDataset(uint8=True)``, batch 16) with 1, 2 and 4 loader processes: samples/s in
+  all and per process (on a machine with fewer cores than processes, the processes share
+  them; the per-process figure then falls).
 
-    python bench/bench_reader.py [--n 256] [--size 256] [--crop 224]
+    python bench/bench_reader.py [--n 256] [--size 256] [--crop 224] [--workers 1 2 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +36,7 @@ from ytmt.data.reader import ShardDataset, _to_tensor
 from ytmt.data.sources import fetch_images
 from ytmt.data.synthesis import synthesize_shards
 from ytmt.imageio import read
+from ytmt.train.step import SampleBatches
 
 
 def timed(fn, n: int) -> float:
@@ -46,6 +52,8 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=224)
     ap.add_argument("--compression", default="zstd", choices=["zstd", "lz4", "none"])
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; best is kept")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4],
+                    help="loader processes of the training loop's loader to time")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -83,12 +91,20 @@ def main() -> None:
                           reflection=imgs["reflection"])
                 [_to_tensor(out[k]) for k in ("image", "transmission", "reflection")]
 
+        # the training loop's loader: uint8 samples, batches formed in the main process
+        ds8 = ShardDataset(tmp / "shards", "train", crop=args.crop, augment=True, seed=0,
+                           uint8=True)
+        loaders = {w: SampleBatches(ds8, 16, w) for w in args.workers}
+
         # Rounds alternate the methods so that load from other processes hits all alike.
         base = direct = batched = 0.0
+        procs = dict.fromkeys(args.workers, 0.0)
         for _ in range(args.rounds):
             base = max(base, timed(baseline, len(samples)))
             direct = max(direct, timed(lambda: [None for _ in ds], len(ds)))
             batched = max(batched, timed(lambda: [None for _ in loader], len(ds)))
+            for w, batches in loaders.items():
+                procs[w] = max(procs[w], timed(lambda b=batches: [None for _ in b], len(ds8)))
 
     print(f"{len(ds)} samples stored at {args.size}x{args.size} ({size_mb:.1f} MB of "
           f"{args.compression} shards), augmented {args.crop}x{args.crop} crops, one core, "
@@ -97,6 +113,10 @@ def main() -> None:
     print(f"ShardDataset, iterated:          {direct:8.1f} samples/s  ({direct / base:.1f}x)")
     print(f"ShardDataset + DataLoader(16):   {batched:8.1f} samples/s  ({batched / base:.1f}x)")
     print(f"per core: {batched:.0f} samples/s (target >= 300)")
+    print(f"training loader, uint8 samples, batch 16 ({os.cpu_count()} cores here):")
+    for w, rate in procs.items():
+        print(f"  {w} loader process{'es' if w > 1 else '  '}: {rate:8.1f} samples/s, "
+              f"{rate / w:8.1f} per process  ({rate / base:.1f}x baseline)")
 
 
 if __name__ == "__main__":

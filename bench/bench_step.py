@@ -45,9 +45,9 @@ from bench_train import profile  # noqa: E402
 from common import Peak, count_flops, matmul_peak, saved_output, sync  # noqa: E402
 
 from ytmt.config import to_dict  # noqa: E402
-from ytmt.params import Params  # noqa: E402
+from ytmt.params import Params, resolve_params  # noqa: E402
 from ytmt.precision import autocast  # noqa: E402
-from ytmt.train.components import build_components, make_optimizer, resolve_params  # noqa: E402
+from ytmt.train.components import build_components, make_optimizer  # noqa: E402
 from ytmt.train.step import build_step, train_step  # noqa: E402
 
 LOSS_AGREEMENT = {"fp32": 1e-3, "bf16": 5e-3}  # relative first-step loss vs the fp32 reference

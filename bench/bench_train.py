@@ -33,8 +33,8 @@ from common import count_flops, sync  # noqa: E402
 
 from ytmt.archs import build_model, get_variant  # noqa: E402
 from ytmt.config import to_dict  # noqa: E402
-from ytmt.params import Params  # noqa: E402
-from ytmt.train.components import build_components, resolve_params  # noqa: E402
+from ytmt.params import Params, resolve_params  # noqa: E402
+from ytmt.train.components import build_components  # noqa: E402
 from ytmt.train.step import build_step, train_step  # noqa: E402
 
 # Peak dense bf16 tensor FLOP/s (no sparsity), from the vendors' data sheets.

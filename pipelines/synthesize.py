@@ -22,11 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     metrics = synthesize_shards(args.images, args.out, params.synthesize, params.seed,
-                                real_pairs(args.manifest))
+                                real_pairs(args.manifest), params.data.real_val)
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(args.metrics).write_text(json.dumps(metrics, indent=2) + "\n")
     rows = {s: v["rows"] for s, v in metrics["splits"].items()}
-    print(f"synthesize: {rows} rows ({metrics['real_pairs']['used']} real pairs) in "
+    real = metrics["real_pairs"]
+    print(f"synthesize: {rows} rows ({real['train']} real training pairs, {real['val']} held "
+          f"out for validation by data.real_val) in "
           f"{metrics['seconds']:.1f}s -> {args.out}")
     return 0
 

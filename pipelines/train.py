@@ -1,7 +1,9 @@
 """DVC stage `train@<variant>-<seed>` (and `train2@...`): one training run with Ray Train.
 
-The loss weights found by the tune stage (``--best``, a YAML mapping of dotted keys such as
-``loss.perceptual: 0.08``; ``{}`` keeps params.yaml's) override params before validation.
+The loss weights found by the tune stage (``--best``: ``best.yaml``, the variants the sweep
+searched for and their weights, e.g. ``{variants: [ytmt-ucs], weights: {loss.exclusion:
+0.08}}``) override params before validation, for those variants only; every other variant
+(another single-stage one, a two-stage run) and a disabled sweep's ``{}`` keep params.yaml's.
 Writes ``--out/model.pt`` + ``info.json`` (ytmt.model_store), ``--metrics`` (the run's row
 of ``dvc metrics show``) and under ``--plots``: ``val_psnr/<run>.csv``,
 ``train_loss/<run>.csv`` and ``curves/<run>.png``. Its MLflow run is one run of experiment
@@ -11,12 +13,14 @@ of ``dvc metrics show``) and under ``--plots``: ``val_psnr/<run>.csv``,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from ytmt.model_store import run_label
-from ytmt.params import load_params, run_stage
+from ytmt.params import load_params, replace, run_stage
+from ytmt.sweep.records import read_best
 from ytmt.train.report import write_run_outputs
-from ytmt.train.trainer import read_overrides, train_variant
+from ytmt.train.trainer import train_variant
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,11 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracking-uri", default=None,
                     help="MLflow URI (default: train.tracking_uri, $MLFLOW_TRACKING_URI, "
                          "sqlite:///<cwd>/mlflow.db)")
+    ap.add_argument("--storage", default=None,
+                    help="Ray checkpoints (default: train.storage_path, $YTMT_RAY_STORAGE, "
+                         "outputs/ray_results); on a cluster s3://bucket/prefix or a shared "
+                         "path, required inside `ray job submit`")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    overrides = read_overrides(args.best) if args.best else {}
+    if args.storage:
+        params = replace(params, train=dataclasses.replace(params.train,
+                                                            storage_path=args.storage))
+    overrides, searched = read_best(args.best, args.variant) if args.best else ({}, [])
     if overrides:
         print(f"train: loss weights from {args.best}: {overrides}")
+    elif searched:
+        print(f"train: {args.best} was searched for {', '.join(searched)}; {args.variant} "
+              "keeps params.yaml's loss weights")
     info = train_variant(params, args.variant, args.shards, args.out, seed=args.seed,
                          overrides=overrides, tracking_uri=args.tracking_uri,
                          stage1_checkpoint=args.stage1)

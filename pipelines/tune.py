@@ -2,9 +2,11 @@
 
     python pipelines/tune.py --params params.yaml --shards outputs/shards --out outputs/tune
 
-Writes ``<out>/best.yaml`` (dotted loss keys → values; ``{}`` when ``tune.enabled`` is
-false), ``<out>/trials.csv`` and ``<out>/summary.json``. Re-running an interrupted sweep
-resumes it from ``tune.storage_path``; ``--fresh`` starts over. On a Ray cluster::
+Writes ``<out>/best.yaml`` (the variant searched for and the winner's dotted loss keys →
+values; ``{}`` when ``tune.enabled`` is false), ``<out>/trials.csv``, ``<out>/spread.json``
+(the trials' spread against the winner's over two run seeds) and ``<out>/summary.json``.
+Re-running an interrupted sweep resumes it from ``tune.storage_path``; ``--fresh`` starts
+over. On a Ray cluster::
 
     ray job submit --address http://<head>:8265 --working-dir . -- \\
         python pipelines/tune.py --params params.yaml --shards /shared/shards --out /shared/tune \\

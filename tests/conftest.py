@@ -15,3 +15,20 @@ def random_vgg():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_env_restored():
+    """``mlflow.set_tracking_uri`` (the library calls it in-process) also exports
+    MLFLOW_TRACKING_URI, which every later subprocess of the suite would inherit: put the
+    MLflow variables back after each test."""
+    import os
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {k: os.environ.get(k) for k in keys}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

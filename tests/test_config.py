@@ -7,10 +7,29 @@ from ytmt.config import ConfigError, LossConfig, ModelConfig, flatten, parse_sec
 from ytmt.params import load_params, parse_params
 
 
-def test_repository_params_yaml_is_valid():
-    params = load_params("params.yaml")
-    assert params.loss.perceptual == pytest.approx(0.0)  # lambda1 off: random VGG (issue 11)
-    assert params.loss.rec_r_mse == pytest.approx(0.1)  # b: paper 0.9 (issue 11 §5 recipe)
+def loaded_values(path) -> tuple[dict, dict]:
+    """(every value the YAML file at ``path`` sets, the loaded params), both flattened to
+    dotted keys."""
+    return flatten(yaml.safe_load(open(path))), flatten(to_dict(load_params(path)))
+
+
+def test_repository_params_yaml_is_valid_and_every_value_it_sets_is_used():
+    """The shipped file parses, and each value it sets is the value the stages get: none
+    dropped or replaced by a default (whatever the recipe's numbers are)."""
+    written, loaded = loaded_values("params.yaml")
+    assert written and set(written) <= set(loaded)
+    for key, value in written.items():
+        assert loaded[key] == value, key
+
+
+def test_values_that_differ_from_the_defaults_reach_the_params(tmp_path):
+    """Control for the test above: values the defaults do not hold come through as well."""
+    data = yaml.safe_load(open("params.yaml"))
+    data["loss"]["perceptual"], data["train"]["lr"] = 0.37, 3.3e-4
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    written, loaded = loaded_values(tmp_path / "params.yaml")
+    assert (loaded["loss.perceptual"], loaded["train.lr"]) == (0.37, 3.3e-4)
+    assert all(loaded[key] == value for key, value in written.items())
 
 
 @pytest.mark.parametrize("section,key,value,message", [

@@ -89,7 +89,9 @@ def test_import_reproduces_the_authors_two_stage_forward(released, tmp_path, cap
     assert np.abs(t_hat - ref_t).max() <= 1e-5 and np.abs(r_hat - ref_r).max() <= 1e-5
 
     # the factorised first conv (trained models' default) sums in another order: its distance
-    # from the exact (float64) result is float32 rounding, no more than the reference's own
+    # from the exact (float64) result is float32 rounding, of the reference's own order (the
+    # factor depends on the CPU's kernels: 2x was seen on a Xeon with AMX; a wrong conv is off
+    # by orders of magnitude more)
     lazy = model_from_checkpoint(out / "model.pt", lazy_hypercolumn=True)
     exact = [_hwc(o) for o in two_stage_forward(*(copy.deepcopy(n).double() for n in nets),
                                                 {k: v.double() for k, v in vgg_state.items()},
@@ -98,7 +100,7 @@ def test_import_reproduces_the_authors_two_stage_forward(released, tmp_path, cap
                                 strict=True):
         rounding = np.abs(ref - ref64).max()
         assert np.abs(ours - ref).max() <= 1e-4
-        assert np.abs(ours - ref64).max() <= 1.5 * rounding + 1e-6
+        assert np.abs(ours - ref64).max() <= 4 * rounding + 1e-6
 
     odd_t, odd_r = separate(model, image[:27, :41], tile=None)  # padded to 32x48 inside
     assert odd_t.shape == odd_r.shape == (27, 41, 3)

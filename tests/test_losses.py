@@ -34,36 +34,54 @@ def test_reconstruction_loss_on_hand_computed_values():
     assert float(reconstruction_loss(t_hat, r_hat, t, r, mixture, custom)) == pytest.approx(0.25)
 
 
-def test_exclusion_single_scale_matches_the_formula():
-    t_hat = img([[0.0, 0.2, 0.6], [0.1, 0.1, 0.1], [0.3, 0.0, 0.9]])
-    r_hat = img([[0.5, 0.4, 0.1], [0.2, 0.8, 0.3], [0.0, 0.1, 0.2]])
+def reference_exclusion(t_hat, r_hat, levels):
+    """Eq. 5 written out from design.md, statistics over everything it is given (one image:
+    the authors' batch of 1): per scale and direction α = 2·mean|∇T̂| / (mean|∇R̂| + ε),
+    ψ = (mean(s(∇T̂)²·s(α∇R̂)²) + ε)^¼ with s(x) = 2·sigmoid(x) − 1, bilinear ×½ between the
+    scales; the mean over the scales, then over the two directions."""
     eps = 1e-6
+
+    def s(x):
+        return 2 * torch.sigmoid(x) - 1
 
     def psi(gt, gr):
         alpha = 2 * gt.abs().mean() / (gr.abs().mean() + eps)
-        def s(x):
-            return torch.tanh(x / 2)  # = 2·sigmoid(x) − 1
-
         return ((s(gt) ** 2 * s(alpha * gr) ** 2).mean() + eps) ** 0.25
 
-    def gy(x):
-        return x[..., 1:, :] - x[..., :-1, :]
+    along_h, along_w = [], []
+    for _ in range(levels):
+        along_h.append(psi(t_hat[..., 1:, :] - t_hat[..., :-1, :],
+                           r_hat[..., 1:, :] - r_hat[..., :-1, :]))
+        along_w.append(psi(t_hat[..., 1:] - t_hat[..., :-1], r_hat[..., 1:] - r_hat[..., :-1]))
+        t_hat, r_hat = (F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
+                        for x in (t_hat, r_hat))
+    return (sum(along_h) / levels + sum(along_w) / levels) / 2
 
-    def gx(x):
-        return x[..., :, 1:] - x[..., :, :-1]
 
-    expected = (psi(gy(t_hat), gy(r_hat)) + psi(gx(t_hat), gx(r_hat))) / 2
+def test_exclusion_single_scale_matches_the_formula():
+    t_hat = img([[0.0, 0.2, 0.6], [0.1, 0.1, 0.1], [0.3, 0.0, 0.9]])
+    r_hat = img([[0.5, 0.4, 0.1], [0.2, 0.8, 0.3], [0.0, 0.1, 0.2]])
+    expected = reference_exclusion(t_hat, r_hat, levels=1)
     assert float(exclusion_loss(t_hat, r_hat, levels=1)) == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_exclusion_three_scales_average_downsampled_levels():
-    t_hat, r_hat = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
-    def down(x):
-        return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
-
-    levels = [exclusion_loss(t_hat, r_hat, 1), exclusion_loss(down(t_hat), down(r_hat), 1),
-              exclusion_loss(down(down(t_hat)), down(down(r_hat)), 1)]
-    assert float(exclusion_loss(t_hat, r_hat, 3)) == pytest.approx(float(sum(levels) / 3), rel=1e-5)
+def test_exclusion_three_scales_match_the_written_out_formula():
+    """Three scales against :func:`reference_exclusion` (independent of the library's own
+    single-scale code): per image, and pooled over a batch as the authors' code does."""
+    g = torch.Generator().manual_seed(0)
+    t_hat, r_hat = torch.rand(2, 3, 20, 24, generator=g), torch.rand(2, 3, 20, 24, generator=g)
+    r_hat[1] *= 0.2  # a different gradient scale: per-image α differs from the pooled one
+    for i in range(2):
+        one = slice(i, i + 1)
+        assert float(exclusion_loss(t_hat[one], r_hat[one], 3)) == pytest.approx(
+            float(reference_exclusion(t_hat[one], r_hat[one], 3)), rel=1e-5)
+    per_image = sum(reference_exclusion(t_hat[i:i + 1], r_hat[i:i + 1], 3) for i in range(2)) / 2
+    assert float(exclusion_loss(t_hat, r_hat, 3)) == pytest.approx(float(per_image), rel=1e-5)
+    assert float(exclusion_loss(t_hat, r_hat, 3, per_sample=False)) == pytest.approx(
+        float(reference_exclusion(t_hat, r_hat, 3)), rel=1e-5)
+    # the scales matter: three scales are another number than one
+    assert abs(float(reference_exclusion(t_hat, r_hat, 1))
+               - float(reference_exclusion(t_hat, r_hat, 3))) > 1e-3
 
 
 def test_exclusion_is_low_for_layers_with_disjoint_edges():
@@ -134,6 +152,16 @@ def test_perceptual_loss_matches_direct_feature_l1(random_vgg):
     assert float(same) == 0.0
 
 
+def reference_perceptual(vgg, pred, target):
+    """The authors' VGG loss written out: ImageNet-normalised inputs, the five taps' mean
+    absolute differences weighted 1/2.6, 1/4.8, 1/3.7, 1/5.6, 10/1.5 (design.md)."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    weights = (1 / 2.6, 1 / 4.8, 1 / 3.7, 1 / 5.6, 10 / 1.5)
+    taps = zip(vgg((pred - mean) / std), vgg((target - mean) / std), strict=True)
+    return sum(w * (a - b).abs().mean() for w, (a, b) in zip(weights, taps, strict=True))
+
+
 def test_separation_loss_weights_every_term_from_config(random_vgg):
     x = [torch.rand(2, 3, 32, 32) for _ in range(5)]
     disc = Discriminator(width=8)
@@ -146,9 +174,12 @@ def test_separation_loss_weights_every_term_from_config(random_vgg):
     doubled = SeparationLoss(dataclasses.replace(cfg, exclusion=2.0), random_vgg)(*x, disc)
     assert float(doubled["total"] - base["total"]) == pytest.approx(float(base["exclusion"]),
                                                                      rel=1e-4)
+    t_hat, r_hat, t, r = x[:4]
+    on_t, on_r = (reference_perceptual(random_vgg, a, b) for a, b in ((t_hat, t), (r_hat, r)))
+    assert float(base["perceptual"]) == pytest.approx(float(on_t + on_r), rel=1e-5)  # Eq. 4
     t_only = SeparationLoss(dataclasses.replace(cfg, perceptual_on_reflection=False),
                             random_vgg)(*x, disc)
-    assert float(t_only["perceptual"]) < float(base["perceptual"])
+    assert float(t_only["perceptual"]) == pytest.approx(float(on_t), rel=1e-5)
     pooled = SeparationLoss(dataclasses.replace(cfg, batch_statistics="batch"),
                             random_vgg)(*x, disc)
     assert float(pooled["rec"]) == float(base["rec"])

@@ -2,7 +2,10 @@
 then what a DVC user does next, each step checking that only stale stages re-run.
 
 1. The whole pipeline runs offline on the embedded default data: every stage, one train
-   stage per run (variants × seeds); `dvc metrics show` reads on a 100-column terminal.
+   stage per run (variants × seeds); `dvc metrics show` reads on a 100-column terminal. The
+   tune stage runs a real one-trial sweep (and the winner's seed replicate): the
+   `train@ytmt-ucs` MLflow run carries best.yaml's weights, `train@unet-no-fi` (not searched
+   for) params.yaml's (issue 26 §2).
 2. Python writes bytecode into ytmt/ and a module no stage imports is edited: `dvc status`
    reports only the always-run `scan`, and `dvc repro` re-runs nothing else (issue 11 §1).
 3. `dvc exp run -S 'train.seeds=[0,1]'` trains seed 1 alone, then evaluates and registers all
@@ -81,15 +84,41 @@ def _ran(log: str) -> set[str]:
 
 
 def _small_params(repo: Path) -> None:
-    """Every stage runs, on less data and fewer steps. The stages' own tests cover the sweep,
-    Ray Train DDP and how well training learns (tests/sweep, tests/train); the training runs
-    here are in-process (num_workers 0) to keep this test at a few minutes."""
+    """Every stage runs, on less data and fewer steps. The stages' own tests cover the sweep's
+    scheduling and resume, Ray Train DDP and how well training learns (tests/sweep,
+    tests/train); the training runs here are in-process (num_workers 0) to keep this test at
+    a few minutes, and the sweep is one trial of one epoch (its trials follow train: 4 steps
+    on one worker)."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["tune"]["enabled"] = False
+    params["tune"].update(num_samples=1, epochs=1, grace_period=1)
     params["synthesize"].update(train_mixtures=64, val_mixtures=8, test_mixtures=8)
     params["train"].update(epochs=2, max_steps_per_epoch=4, num_workers=0)
     params["evaluate"].update(max_images=4, visual_cases=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _check_sweep_reached_training(repo: Path) -> None:
+    """best.yaml holds the sweep's winner for the variant it searched; the train@ MLflow run
+    of that variant carries its weights, the other variant's run params.yaml's; the sweep
+    reports its trials' spread against the winner's over two seeds."""
+    from mlflow import MlflowClient
+
+    best = yaml.safe_load((repo / "outputs/tune/best.yaml").read_text())
+    assert best["variants"] == ["ytmt-ucs"] and set(best["weights"]) == {"loss.exclusion"}
+    own = yaml.safe_load((repo / "params.yaml").read_text())["loss"]["exclusion"]
+    assert best["weights"]["loss.exclusion"] != own  # a sampled value, not params.yaml's
+    c = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("ytmt-train").experiment_id])
+    by_variant = {r.data.tags["variant"]: r for r in runs}
+    assert set(by_variant) == {"ytmt-ucs", "unet-no-fi"}
+    assert float(by_variant["ytmt-ucs"].data.params["loss.exclusion"]) == pytest.approx(
+        best["weights"]["loss.exclusion"])
+    assert float(by_variant["unet-no-fi"].data.params["loss.exclusion"]) == own
+    spread = json.loads((repo / "outputs/tune/spread.json").read_text())
+    assert set(spread["seed_values"]) == {"0", "1"} and spread["trial_spread"] == 0.0
+    sweep = c.search_runs([c.get_experiment_by_name("ytmt-tune").experiment_id],
+                          filter_string="tags.ytmt_role = 'sweep'")[0]
+    assert sweep.data.metrics["seed_spread_val_psnr_t"] == pytest.approx(spread["seed_spread"])
 
 
 def _touch_bytecode_and_an_unused_module(repo: Path) -> None:
@@ -118,6 +147,7 @@ def test_dvc_repro_then_bytecode_then_new_seed_then_new_benchmark_then_separate(
     assert "outputs/metrics/val/ytmt-ucs-seed0.json" in table
     assert "outputs/metrics/eval/synthetic/unet-no-fi-seed0.json" in table
     assert max(map(len, table.splitlines())) <= 100, table
+    _check_sweep_reached_training(repo)
     _commit(repo, "pipeline results (dvc.lock)")  # what a DVC user commits
 
     _touch_bytecode_and_an_unused_module(repo)

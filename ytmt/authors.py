@@ -142,7 +142,7 @@ def read_released(path: str | Path) -> tuple[SourceFile, dict[str, Tensor], dict
     """(what to record, stage 1 state dict, stage 2 state dict) in our names; one-line
     errors for truncated, unsafe or foreign files, missing keys and wrong shapes."""
     from ytmt.checkpoint import load_weights_only
-    from ytmt.fileio import sha256_file
+    from ytmt.fileio import file_digest
 
     path = Path(path)
     raw = load_weights_only(path)
@@ -156,7 +156,7 @@ def read_released(path: str | Path) -> tuple[SourceFile, dict[str, Tensor], dict
     width = stage1["inc.conv.conv.t.conv.weight"].shape[0]
     if stage2["inc.conv.conv.t.conv.weight"].shape[0] != width:
         raise ValueError(f"{path}: icnn and icnn2 have different widths")
-    source = SourceFile(file=path.name, path=str(path.resolve()), sha256=sha256_file(path),
+    source = SourceFile(file=path.name, path=str(path.resolve()), sha256=file_digest(path),
                         bytes=path.stat().st_size, stage2_from=stage2_from,
                         epoch=_optional_int(raw, "epoch", path),
                         iterations=_optional_int(raw, "iterations", path), width=int(width))
@@ -261,7 +261,7 @@ def register(model_path: Path, source: SourceFile, reg: Registration) -> Registr
     import mlflow
 
     from ytmt.serving import log_model
-    from ytmt.tracking import get_or_create_experiment
+    from ytmt.tracking import filter_value, get_or_create_experiment
 
     c = _clients(reg.tracking_uri)
     exp = get_or_create_experiment(reg.tracking_uri, EXPERIMENT)
@@ -273,7 +273,7 @@ def register(model_path: Path, source: SourceFile, reg: Registration) -> Registr
         mlflow.log_params({"epoch": source.epoch, "iterations": source.iterations,
                            "width": source.width, "stage2_from": source.stage2_from})
         reg.model_uri = log_model(model_path, name="model").model_uri
-    if not c.search_registered_models(f"name='{reg.name}'"):
+    if not c.search_registered_models(f"name = {filter_value(reg.name, 'model name')}"):
         c.create_registered_model(reg.name, description="YTMT reflection separation models "
                                   "(pyfunc: base64 image in, transmission/reflection PNGs out)")
         reg.created_model = True

@@ -15,8 +15,9 @@ mirrored under DIR); MODEL is a ytmt checkpoint file or an MLflow model URI
 input ``<stem>.<ext>`` it writes ``DIR/<stem>_T.png`` (transmission) and ``DIR/<stem>_R.png``
 (reflection), 8-bit RGB of the input's size (after its EXIF orientation); inputs that would
 share names get distinct ones (``IMG_1_jpg``, ``IMG_1_png``: :mod:`ytmt.photos`). Unreadable
-inputs are reported and skipped; the exit status is 1 when any input failed, 2 for usage
-errors.
+inputs are reported and skipped, and so are (in one line) the files of an input folder that
+are not images (a GIF, a text file) and, without ``--recursive``, its sub-folders; the exit
+status is 1 when any input failed, 2 for usage errors.
 
 ``fetch-data`` downloads benchmark sets (real20, objects, postcard, wild, nature, real_train;
 sir2 = the three SIR² ones) into DIR in the common layout (docs/data.md); ``--from`` takes an
@@ -147,6 +148,23 @@ def cmd_variants() -> int:
     return 0
 
 
+def _report_skipped(skipped: list[Path], shown: int = 10) -> None:
+    """One stderr line naming what the input folders hold that is not read (at most
+    ``shown`` names, then a count): files that are not images, and sub-folders without
+    ``--recursive``."""
+    from ytmt.data.layout import IMAGE_SUFFIXES
+
+    if not skipped:
+        return
+    names = [f"{p}/" if p.is_dir() else str(p) for p in skipped]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    folders = any(p.is_dir() for p in skipped)
+    print(f"skipped {len(names)} item(s) that are not images "
+          f"({' '.join(sorted(IMAGE_SUFFIXES))})"
+          + (" or are sub-folders (--recursive reads them)" if folders else "")
+          + f": {', '.join(names[:shown])}{more}", file=sys.stderr)
+
+
 def cmd_separate(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.exceptions import MlflowException
@@ -166,9 +184,10 @@ def cmd_separate(args: argparse.Namespace) -> int:
     tile = args.tile or None
     if tile is not None:
         check_tiling(tile, args.overlap)
-    from ytmt.photos import plan_photos
+    from ytmt.photos import not_read, plan_photos
 
     photos = plan_photos(args.paths, recursive=args.recursive)
+    _report_skipped(not_read(args.paths, recursive=args.recursive))
     precision = resolve_precision(args.precision, args.device)
     try:
         model = load_separator(args.model, tracking_uri=args.tracking_uri)

@@ -18,6 +18,7 @@ the top-level :class:`Params`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -147,10 +148,17 @@ def _check_range(key: str, value: Any, meta: Mapping[str, float]) -> None:
                 raise ConfigError(f"{key} = {value!r}: must be {sym} {bound}")
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of the dataclass ``cls`` (resolving them compiles every
+    annotation string: cached, since params are parsed again for each override)."""
+    return typing.get_type_hints(cls)
+
+
 def parse_section(cls: type[T], data: Mapping[str, Any] | None, prefix: str) -> T:
     """Build the dataclass ``cls`` from ``data``, validating every key under ``prefix``."""
     data = dict(data or {})
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -175,6 +183,22 @@ def parse_section(cls: type[T], data: Mapping[str, Any] | None, prefix: str) -> 
         except ConfigError as err:
             raise ConfigError(f"{prefix}: {err}") from None
     return obj
+
+
+def missing_keys(cls: type, data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys of the dataclass ``cls`` (nested sections included) that ``data``
+    does not set, in declaration order; a section given as something else than a mapping
+    is left to :func:`parse_section`'s type error."""
+    missing = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.name not in data:
+            missing.append(key)
+            continue
+        tp = _hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp) and isinstance(data[f.name], Mapping):
+            missing += missing_keys(tp, data[f.name], key + ".")
+    return missing
 
 
 def to_dict(obj: Any) -> Any:

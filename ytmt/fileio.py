@@ -85,10 +85,15 @@ def replace_dir(src: str | Path, dst: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
+def file_digest(path: str | Path, algo: str = "sha256",
+                on_read: Callable[[int], None] | None = None, chunk: int = 1 << 22) -> str:
+    """Hex digest (``sha256``, ``md5``, any hashlib name) of a file read in 4 MiB chunks
+    (the one chunked hashing of the project); ``on_read(n)`` after each chunk of ``n`` bytes
+    (a progress line)."""
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+            if on_read is not None:
+                on_read(len(block))
     return h.hexdigest()

@@ -47,7 +47,7 @@ Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 
 # --------------------------------------------------------------------------- model passes
 
-def _pad_to_multiple(x: torch.Tensor, multiple: int = ALIGN) -> torch.Tensor:
+def pad_to_multiple(x: torch.Tensor, multiple: int = ALIGN) -> torch.Tensor:
     """(B,C,h,w) → padded on the bottom/right to multiples of ``multiple`` (reflection where the
     image is large enough, edge replication otherwise)."""
     h, w = x.shape[-2:]
@@ -67,7 +67,7 @@ def _forward(model: SeparationModel, patch: np.ndarray,
     contiguous layout: its convolutions are then the reference's float operations (an
     imported release reproduces the authors' forward to 1e-5; channels-last moved it 2e-4)."""
     h, w = patch.shape[1:]
-    x = _pad_to_multiple(torch.from_numpy(patch)[None].to(device))
+    x = pad_to_multiple(torch.from_numpy(patch)[None].to(device))
     if torch.is_autocast_enabled(device.type):
         x = x.contiguous(memory_format=torch.channels_last)
     t_hat, r_hat = model(x)

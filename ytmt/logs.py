@@ -58,3 +58,14 @@ def configure_stage_logging(name: str, log_dir: str | Path = LOG_DIR) -> Path:
         mlflow_logger.removeHandler(handler)
     mlflow_logger.propagate = True
     return path
+
+
+_SAID: set[tuple[str, str]] = set()  # (logger, message) already warned by this process
+
+
+def warn_once(logger: logging.Logger, message: str) -> None:
+    """``logger.warning(message)`` the first time this process says it, then never again."""
+    if (logger.name, message) not in _SAID:
+        _SAID.add((logger.name, message))
+        logger.warning(message)
+

@@ -27,15 +27,18 @@ a real set without a ground-truth reflection is ``I − T`` (:func:`reflection_t
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-Protocol = Literal["paper", "strict"]
-PROTOCOLS: tuple[Protocol, ...] = ("paper", "strict")
-LAYERS = ("t", "r")  # transmission, reflection
+from ytmt.metric_names import (  # noqa: F401 - the names are re-exported with the metrics
+    LAYERS,
+    PROTOCOLS,
+    Protocol,
+    metric_name,
+    metric_names,
+)
+
 ALIGN = 16
 # Identical images have infinite PSNR; one such pair would make a mean infinite.
 PSNR_CAP = 100.0
@@ -87,18 +90,6 @@ def psnr_ssim(pred: np.ndarray, target: np.ndarray,
         ssim = structural_similarity(t, p, data_range=255, channel_axis=2)
         return float(psnr), float(ssim)
     raise ValueError(f"protocol = {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
-
-
-def metric_name(metric: str, layer: str, protocol: str) -> str:
-    """``psnr_t``, ``ssim_r_strict``, ...: the paper protocol carries no suffix."""
-    return f"{metric}_{layer}" + ("" if protocol == "paper" else f"_{protocol}")
-
-
-def metric_names(protocols: tuple[str, ...] = PROTOCOLS) -> list[str]:
-    """The keys of :func:`score_images` for ``protocols``, in order."""
-    names = [metric_name(m, layer, p) for p in protocols for layer in LAYERS
-             for m in ("psnr", "ssim")]
-    return names + ["psnr_t_input", "ssim_t_input"]
 
 
 def score_images(t_hat: np.ndarray, r_hat: np.ndarray, mixture: np.ndarray,

@@ -2,13 +2,17 @@
 
 A ytmt model in MLflow is a pyfunc logged from code: its one artifact is the plain ytmt
 checkpoint (weights only) and its code file says ``set_model(SeparatorModel())`` with
-:class:`ytmt.serving.SeparatorModel`, which the serving environment imports from the installed
-``ytmt`` package. Why a pyfunc and not ``mlflow.pytorch``: MLflow 3's default pytorch format
+:class:`ytmt.serving.SeparatorModel`, imported from the ``ytmt`` package logged with the model
+(``code_paths``: the model's ``code/`` folder, first on ``sys.path`` when MLflow loads it).
+Why a pyfunc and not ``mlflow.pytorch``: MLflow 3's default pytorch format
 (torch.export, "pt2") specialises the U-Net to the example's height and width (design.md s5).
 
 This module is what *logging* needs (the contract: artifact name, columns, signature,
-requirements); it imports neither torch nor the inference code, so the training stage does
-not depend on how requests are served.
+requirements). It imports torch and the networks, through :func:`ytmt.checkpoint.load_checkpoint`,
+which checks a checkpoint before it is logged, and the default tile settings of
+:mod:`ytmt.tiling` (numpy only); it does not import the request path (:mod:`ytmt.serving`,
+:mod:`ytmt.inference`, :mod:`ytmt.imageio`), so a change there does not make the training
+stage stale. Importing it does not import mlflow either (the functions do, when called).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ OUTPUT_COLUMNS = ("transmission", "reflection")
 # "Models from code": the logged model holds this file, not a cloudpickle of SeparatorModel,
 # so loading the model unpickles nothing (the checkpoint itself loads weights-only).
 MODEL_CODE_FILE = "ytmt_separator.py"
-MODEL_CODE = """\"\"\"MLflow pyfunc entry point of a ytmt model (needs the ytmt package).\"\"\"
+MODEL_CODE = """\"\"\"MLflow pyfunc entry point of a ytmt model (ytmt: the model's code/).\"\"\"
 from mlflow.models import set_model
 
 from ytmt.serving import SeparatorModel
@@ -66,11 +70,12 @@ def signature():
 
 
 def pip_requirements() -> list[str]:
-    """Pinned third-party requirements of the pyfunc (ytmt itself must be installed)."""
+    """Pinned third-party requirements of the pyfunc: what ``ytmt.serving`` imports (the ytmt
+    package itself is logged with the model as code)."""
     from importlib.metadata import version
 
     return [f"{pkg}=={version(pkg)}" for pkg in
-            ("mlflow", "torch", "numpy", "pandas", "pillow", "tifffile")]
+            ("mlflow", "torch", "numpy", "pandas", "pillow", "tifffile", "pyyaml", "tqdm")]
 
 
 def log_model(checkpoint_path: str | Path, name: str = "model",
@@ -91,6 +96,10 @@ def log_model(checkpoint_path: str | Path, name: str = "model",
             name=name, python_model=str(code),
             artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_path)},
             pip_requirements=pip_requirements(), signature=signature(),
+            # the ytmt package travels with the model (MLflow puts code/ on sys.path when it
+            # loads it): a machine with only the tracking URI and the package index serves
+            # it, and it is the code that trained it, not whatever ytmt is installed there
+            code_paths=[str(Path(__file__).resolve().parent)],
             input_example=example_input(), registered_model_name=registered_model_name)
 
 

@@ -38,7 +38,8 @@ class ModelInfo:
 
     ``metrics``: the last epoch's training and validation metrics (``val_psnr_t`` ...);
     ``history``: every epoch's. ``model_uri``: the logged MLflow model (``models:/<id>``),
-    ``mlflow_run_id`` its run. ``source``: for a model not trained here (an imported
+    ``mlflow_run_id`` its run, in the tracking store ``tracking_uri`` (which the evaluate and
+    register stages follow). ``source``: for a model not trained here (an imported
     release), where it came from (file, SHA-256, ...)."""
 
     variant: str
@@ -53,6 +54,7 @@ class ModelInfo:
     ray_run: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     source: dict[str, Any] | None = None
+    tracking_uri: str | None = None
 
     @property
     def val_metrics(self) -> dict[str, float]:

@@ -34,6 +34,21 @@ def _images(folder: Path, recursive: bool) -> list[Path]:
     return sorted(f for f in found if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def not_read(paths: Sequence[str | Path], recursive: bool = False) -> list[Path]:
+    """What the folders among ``paths`` hold that :func:`plan_photos` does not read: files
+    without an image suffix (a GIF, a text file) and, unless ``recursive``, sub-folders;
+    sorted, so that ``ytmt separate`` can say what it skipped."""
+    skipped: set[Path] = set()
+    for folder in (Path(p) for p in paths):
+        if not folder.is_dir():
+            continue
+        for f in folder.rglob("*") if recursive else folder.iterdir():
+            if (f.is_file() and f.suffix.lower() not in IMAGE_SUFFIXES) or \
+                    (f.is_dir() and not recursive):
+                skipped.add(f)
+    return sorted(skipped)
+
+
 def _inputs(paths: Sequence[str | Path], recursive: bool) -> list[tuple[Path, PurePosixPath]]:
     """(file, output name before de-duplication) for every input, in order, once each."""
     items: dict[Path, PurePosixPath] = {}

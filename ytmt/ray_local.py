@@ -103,7 +103,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
     this machine). None (or ``"local"``): a new local Ray of ``num_cpus`` CPUs (None: all)
     with the custom ``resources`` (e.g. ``{"train_driver": 1.0}``), as the module docstring
     explains; both are ignored when joining (the cluster's nodes declare their own).
-    ``init_kwargs`` go to ``ray.init`` (e.g. ``log_to_driver``).
+    ``init_kwargs`` go to ``ray.init`` (e.g. ``log_to_driver``). Joining a cluster ships
+    the code and environment (:func:`ytmt.cluster.worker_runtime_env`) unless
+    ``init_kwargs`` has a ``runtime_env``.
 
     Returns True when this call started or joined Ray: only then is the caller's
     ``ray.shutdown()`` its own to call (it disconnects from a cluster, stops a local Ray)."""
@@ -113,19 +115,41 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
+        # workers on other nodes import this driver's ytmt and get its named environment
+        # variables (ytmt.cluster.FORWARDED_ENV), never what happens to be installed there
+        from ytmt.cluster import worker_runtime_env
+
+        init_kwargs.setdefault("runtime_env", worker_runtime_env())
         ray.init(address=address, **init_kwargs)
     else:
         start_local_ray(num_cpus, resources, **init_kwargs)
     return True
 
 
+def in_ray_job() -> bool:
+    """True in the driver of a job submitted with ``ray job submit`` (its working directory
+    is a temporary copy that goes away with the job)."""
+    return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
+
+
 def resolve_storage(path: str | None, env: str, default: str,
-                    cwd: str | Path | None = None) -> str:
+                    cwd: str | Path | None = None, setting: str = "storage_path") -> str:
     """Where Ray Train or Ray Tune keep their runs: ``path`` > ``$<env>`` > ``<cwd>/<default>``.
 
     Local paths are made absolute (workers and trials run in other directories); URIs
-    (``s3://bucket/prefix``) are kept as they are."""
-    path = path or os.environ.get(env) or default
+    (``s3://bucket/prefix``) are kept as they are. Inside a submitted Ray job the default is
+    refused (``setting`` names the key in the one-line error): it would lie in the job's
+    temporary working directory, and running the job again would start over instead of
+    resuming."""
+    given = path or os.environ.get(env)
+    if not given and in_ray_job():
+        from ytmt.cluster import ClusterSetupError
+
+        raise ClusterSetupError(
+            f"{setting} is not set inside a Ray job: the default <cwd>/{default} is the job's "
+            f"temporary folder, so a rerun would not resume; set {setting} (or ${env}) to "
+            f"storage every node reaches (s3://bucket/prefix or a shared path)")
+    path = given or default
     if "://" in path:
         return path
     p = Path(path).expanduser()

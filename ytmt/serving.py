@@ -28,12 +28,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 from ytmt.archs.ytmt import SeparationModel
 from ytmt.checkpoint import model_from_checkpoint
-from ytmt.imageio import decode_image, encode_png
-from ytmt.inference import separate
+from ytmt.imageio import ImageReadError, decode_image, encode_png
+from ytmt.inference import check_tiling, separate
 from ytmt.mlflow_model import (  # noqa: F401 - log_model re-exported for callers
     CHECKPOINT_ARTIFACT,
     INPUT_COLUMN,
@@ -45,23 +47,72 @@ from ytmt.precision import DEFAULT_PRECISION, PRECISIONS
 from ytmt.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
+class BadRequest(MlflowException):
+    """A request the model cannot answer, with one line saying why: served as HTTP 400
+    ``{"error_code": "INVALID_PARAMETER_VALUE", "message": <reason>}`` and no stack trace.
+
+    MLflow 3.17's scoring server answers any other exception of ``predict`` with a generic
+    message and the full traceback (server paths included), and prefixes the message of an
+    ``MlflowException`` with a dump of the request's data (``e.message = f"Failed to predict
+    data '{data}'. ..."``); this exception keeps its reason as its message whatever is
+    assigned to it."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+        super().__init__(reason, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._reason
+
+    @message.setter
+    def message(self, value: str) -> None:
+        """Ignored: the reason is the whole message (see the class docstring)."""
+
+
 def _b64_image(b64: Any, row: int) -> np.ndarray:
+    """Row ``row``'s base64 image → (H, W, 3) float32 in [0, 1]; :class:`BadRequest` for a
+    value that is not text, not base64, not an image or too large (Pillow's decompression
+    bomb limit)."""
     if isinstance(b64, bytes):
         b64 = b64.decode("ascii", errors="replace")
     if not isinstance(b64, str):
-        raise ValueError(f"row {row}: column {INPUT_COLUMN!r} must hold base64 text, "
+        raise BadRequest(f"row {row}: column {INPUT_COLUMN!r} must hold base64 text, "
                          f"got {type(b64).__name__}")
     try:
         data = base64.b64decode("".join(b64.split()), validate=True)  # line breaks allowed
     except (binascii.Error, ValueError) as err:
-        raise ValueError(f"row {row}: column {INPUT_COLUMN!r} is not valid base64 ({err})") \
+        raise BadRequest(f"row {row}: column {INPUT_COLUMN!r} is not valid base64 ({err})") \
             from None
-    return decode_image(data, f"row {row}")
+    try:
+        return decode_image(data, f"row {row}")
+    except ImageReadError as err:
+        raise BadRequest(str(err)) from None
+
+
+def _request_params(params: dict[str, Any] | None) -> tuple[int | None, int, str]:
+    """``(tile or None, overlap, precision)`` of the request's params, checked
+    (:class:`BadRequest`)."""
+    params = params or {}
+    tile = int(params.get("tile", DEFAULT_TILE))
+    overlap = int(params.get("overlap", DEFAULT_OVERLAP))
+    precision = str(params.get("precision", DEFAULT_PRECISION))
+    if precision not in PRECISIONS:
+        raise BadRequest(f"params.precision = {precision!r}: expected one of "
+                         f"{', '.join(PRECISIONS)}")
+    if tile:
+        try:
+            check_tiling(tile, overlap)
+        except ValueError as err:
+            raise BadRequest(f"params.{err}") from None
+    return tile or None, overlap, precision
 
 
 class SeparatorModel(PythonModel):
     """pyfunc: DataFrame column ``image`` (base64 encoded image files) → DataFrame columns
-    ``transmission`` and ``reflection`` (base64 8-bit PNGs of the input's size)."""
+    ``transmission`` and ``reflection`` (base64 8-bit PNGs of the input's size). Every row
+    is decoded before any is separated: a bad one fails the request at once
+    (:class:`BadRequest`)."""
 
     def load_context(self, context) -> None:
         self.model = model_from_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])
@@ -70,19 +121,14 @@ class SeparatorModel(PythonModel):
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
         if not isinstance(model_input, pd.DataFrame) or INPUT_COLUMN not in model_input:
             cols = list(getattr(model_input, "columns", []))
-            raise ValueError(f"expected a DataFrame with a column {INPUT_COLUMN!r} of base64 "
+            raise BadRequest(f"expected a DataFrame with a column {INPUT_COLUMN!r} of base64 "
                              f"images; got columns {cols}")
-        params = params or {}
-        tile = int(params.get("tile", DEFAULT_TILE))
-        overlap = int(params.get("overlap", DEFAULT_OVERLAP))
-        precision = str(params.get("precision", DEFAULT_PRECISION))
-        if precision not in PRECISIONS:
-            raise ValueError(f"params.precision = {precision!r}: expected one of "
-                             f"{', '.join(PRECISIONS)}")
+        tile, overlap, precision = _request_params(params)
+        images = [_b64_image(b64, i) for i, b64 in enumerate(model_input[INPUT_COLUMN].tolist())]
         rows = []
-        for i, b64 in enumerate(model_input[INPUT_COLUMN].tolist()):
-            t_hat, r_hat = separate(self.model, _b64_image(b64, i), tile=tile or None,
-                                    overlap=overlap, precision=precision)
+        for image in images:
+            t_hat, r_hat = separate(self.model, image, tile=tile, overlap=overlap,
+                                    precision=precision)
             rows.append({"transmission": base64.b64encode(encode_png(t_hat)).decode("ascii"),
                          "reflection": base64.b64encode(encode_png(r_hat)).decode("ascii")})
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))

@@ -35,6 +35,8 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 PARENT_TAG = "mlflow.parentRunId"
 TRAIN_KEY_TAG = "ytmt_train_key"      # hash of what determines a training's weights
 RAY_RUN_TAG = "ray_run_name"          # the Ray Train run a training resumes
+OWNER_TAG = "ytmt_owner"              # who started a training ($YTMT_USER, else the login)
+STORAGE_TAG = "ytmt_ray_storage"      # where its Ray checkpoints are: part of its identity
 VARIANT_TAG, SEED_TAG = "variant", "seed"
 VGG_TAG = "vgg_weights"               # imagenet | random: what the hypercolumn/perceptual used
 DVC_EXP_TAG, DVC_BASELINE_TAG = "dvc.exp_name", "dvc.baseline_rev"
@@ -118,6 +120,15 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def is_not_found(err: BaseException) -> bool:
+    """Whether ``err`` is MLflow's answer that a run, experiment or model does not exist
+    (``RESOURCE_DOES_NOT_EXIST``, from any store); a connection, permission or server error
+    is not, and callers let it surface."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(err, MlflowException) and err.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
 def get_or_create_experiment(tracking_uri: str, name: str) -> str:
     """The id of experiment ``name``, created (with :func:`artifact_location`) if absent, and
     tagged as a model-development experiment (:data:`EXPERIMENT_KIND`)."""
@@ -148,6 +159,30 @@ def provenance_tags() -> dict[str, str]:
     return tags
 
 
+def filter_value(value: Any, what: str = "value") -> str:
+    """``value`` as a quoted string of an MLflow search filter. MLflow's filter grammar has no
+    escape inside quotes (``'it''s'`` and ``'it\\'s'`` match those very characters), so a value
+    with ``'`` is put in double quotes and one with ``"`` in single quotes; a value holding
+    both cannot be written exactly and is refused (ValueError naming ``what``), never
+    passed on as a filter that means something else."""
+    text = str(value)
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise ValueError(f"{what} = {text!r}: holds both ' and \", which an MLflow search filter "
+                     "cannot quote")
+
+
+def tags_filter(match: Mapping[str, Any]) -> str:
+    """The search filter for runs whose tags equal ``match`` (every value quoted by
+    :func:`filter_value`; keys in backticks, which a key must not contain)."""
+    for key in match:
+        if "`" in key:
+            raise ValueError(f"tag {key!r}: a backtick cannot be part of an MLflow filter key")
+    return " and ".join(f"tags.`{k}` = {filter_value(v, f'tag {k}')}" for k, v in match.items())
+
+
 def open_run(tracking_uri: str, experiment: str, match: Mapping[str, str], *,
              run_name: str, tags: Mapping[str, str] | None = None, resume: bool = True,
              parent_run_id: str | None = None, provenance: Mapping[str, str] | None = None,
@@ -162,10 +197,7 @@ def open_run(tracking_uri: str, experiment: str, match: Mapping[str, str], *,
     ``Run.data.tags`` holds the tags the run had when found."""
     exp_id = get_or_create_experiment(tracking_uri, experiment)
     c = client(tracking_uri)
-    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in match.items())
-    if parent_run_id:
-        where = f"{where} and tags.`{PARENT_TAG}` = '{parent_run_id}'" if where else \
-            f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    where = tags_filter({**match, **({PARENT_TAG: parent_run_id} if parent_run_id else {})})
     runs = c.search_runs([exp_id], filter_string=where,
                          order_by=["attributes.start_time DESC"], max_results=1)
     provenance = dict(provenance) if provenance is not None else provenance_tags()
@@ -181,8 +213,8 @@ def open_run(tracking_uri: str, experiment: str, match: Mapping[str, str], *,
 
 def count_runs(tracking_uri: str, experiment_id: str, match: Mapping[str, str]) -> int:
     """How many runs of the experiment carry the tags ``match``."""
-    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in match.items())
-    return len(client(tracking_uri).search_runs([experiment_id], filter_string=where))
+    return len(client(tracking_uri).search_runs([experiment_id],
+                                                filter_string=tags_filter(match)))
 
 
 def _run_tags(tags: Mapping[str, Any]) -> list:

@@ -63,6 +63,14 @@ def reference_taps(state, x):
     return taps
 
 
+def reference_hypercolumn(state, x):
+    """The authors' hypercolumn written out: [RGB, each of :func:`reference_taps` on the raw
+    [0,1] RGB upsampled bilinearly (align_corners=False) to the input's size], (B,1475,H,W)."""
+    size = x.shape[-2:]
+    return torch.cat([x, *(F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+                           for t in reference_taps(state, x))], dim=1)
+
+
 def test_torchvision_weights_load_unchanged_and_reproduce_reference_forward(tmp_path):
     state = torchvision_format_state_dict()
     path = save_hash_named(state, tmp_path)
@@ -160,6 +168,7 @@ def test_factorised_first_conv_equals_conv_of_the_materialised_hypercolumn(size,
     x = torch.rand(2, 3, *size)
     lazy = Hypercolumn(random_vgg)(x)
     dense = lazy.materialize()
+    assert torch.allclose(dense, reference_hypercolumn(random_vgg.state_dict(), x), atol=1e-5)
     assert torch.equal(dense, Hypercolumn(random_vgg, lazy=False)(x))
     weight = torch.randn(6, 1475, 3, 3, requires_grad=True)
     bias = torch.randn(6, requires_grad=True)

@@ -18,7 +18,7 @@ from .conftest import TINY
 
 def test_plan_epochs_halves_and_disjoint_splits(images_dir):
     entries = read_index(images_dir)
-    plans = plan(entries, [], TINY, seed=0)
+    plans = plan(entries, TINY, seed=0)
     assert [len(plans[s]) for s in ("train", "val", "test")] == [24, 8, 8]
     photos = {s: {i.t_id for i in p} | {i.r_id for i in p} for s, p in plans.items()}
     assert not photos["train"] & photos["val"]
@@ -39,8 +39,8 @@ def test_plan_epochs_halves_and_disjoint_splits(images_dir):
 def test_too_few_photos_for_held_out_splits(images_dir, tmp_path):
     entries = read_index(images_dir)[:5]
     with pytest.raises(ValueError, match="held-out photos"):
-        plan(entries, [], TINY, seed=0)
-    assert len(plan(entries, [], replace(TINY, val_mixtures=0, test_mixtures=0), 0)["val"]) == 0
+        plan(entries, TINY, seed=0)
+    assert len(plan(entries, replace(TINY, val_mixtures=0, test_mixtures=0), 0)["val"]) == 0
 
 
 def test_named_held_out_photos_stay_put_when_photos_are_added(images_dir):

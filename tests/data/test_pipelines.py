@@ -72,6 +72,7 @@ def test_scan_fetch_synthesize_stages(tmp_path):
     params["synthesize"].update(size=32, scale_min=32, scale_max=40, train_mixtures=16,
                                 val_mixtures=4, test_mixtures=4, chunk=8, workers=2)
     params["data"]["root"] = str(tmp_path / "data")
+    params["train"]["crop"] = 24
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
     run("scan_data.py", "--params", "params.yaml", "--out", "outputs/data_manifest.json",
@@ -91,8 +92,11 @@ def test_scan_fetch_synthesize_stages(tmp_path):
                "--metrics", "outputs/metrics/synthesize.json", cwd=tmp_path)
     assert "synthesize:" in proc.stderr  # progress line
     metrics = json.loads((tmp_path / "outputs" / "metrics" / "synthesize.json").read_text())
-    assert metrics["splits"]["train"]["rows"] == 18 and metrics["splits"]["train"]["real"] == 2
+    assert metrics["splits"]["train"]["rows"] == 16
+    # data.real_val 9: pair 0 (0 ≡ 0 mod 9) is held out for validation, pair 1 trains
+    assert (metrics["real_pairs"]["train"], metrics["real_pairs"]["val"]) == (1, 1)
     assert metrics["workers"] == 2
     check_shards(tmp_path / "outputs" / "shards")
-    ds = ShardDataset(tmp_path / "outputs" / "shards", "train", crop=24, augment=True)
-    assert sum(bool(s["is_real"]) for s in ds) == 2
+    ds = ShardDataset(tmp_path / "outputs" / "shards", "train", crop=24, augment=True,
+                      real_share=0.5)
+    assert 0 < sum(bool(s["is_real"]) for s in ds) < 16

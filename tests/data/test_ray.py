@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import ray
 
 from ytmt.data.synthesis import synthesize_shards
 
@@ -13,7 +14,6 @@ from .conftest import TINY
 
 @pytest.mark.slow
 def test_ray_backend_matches_local(images_dir, shards, tmp_path):
-    ray = pytest.importorskip("ray")
     already = ray.is_initialized()
     out = tmp_path / "ray"
     # Without a running Ray the library starts a 1-CPU local one on 127.0.0.1 and stops it.

@@ -4,7 +4,6 @@ resuming an interrupted run, real pairs."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def test_shards_hold_the_model(shards):
     manifest = json.loads((shards / MANIFEST).read_text())
     assert manifest["size"] == [32, 32]
     assert {s: manifest["splits"][s]["rows"] for s in manifest["splits"]} == {
-        "train": 24, "val": 8, "test": 8}
+        "train": 24, "val": 8, "test": 8, "real_train": 0, "real_val": 0, "photos": 4}
     df = table(shards, "train")
     m, t, r = images(df, "mixture"), images(df, "transmission"), images(df, "reflection")
     assert np.array_equal(m, np.minimum(t.astype(int) + r, 255))  # M == clip(T + R)
@@ -105,7 +104,8 @@ def test_interrupted_set_is_incomplete_and_a_rerun_finishes_it(images_dir, big_s
     cfg = replace(TINY, train_mixtures=61, chunk=4, shard_mb=0.09)
     metrics = synthesize_shards(images_dir, root, cfg, seed=1)
     check_shards(root)
-    assert metrics["resumed_parts"] == len(list(root.rglob("part-*.parquet"))) - 1
+    mixture_parts = [p for s in ("train", "val", "test") for p in (root / s).glob("part-*")]
+    assert metrics["resumed_parts"] == len(mixture_parts) - 1
     assert metrics["written_rows"] == 8
     assert not list(root.rglob("*.tmp"))
     assert {p.name: p.read_bytes() for p in sorted((root / "train").glob("*.parquet"))} == \
@@ -185,33 +185,24 @@ def test_shard_set_key_follows_the_manifest_content(shards, big_shards, tmp_path
         shard_set_key(copy)
 
 
-def test_real_pairs_join_train_marked_real(images_dir, tmp_path):
+def test_real_pairs_stay_out_of_the_mixtures(images_dir, shards, tmp_path):
+    """Real pairs go to ``real_train`` / ``real_val`` (tests/data/test_real_and_fresh.py),
+    never into the synthetic splits: the mixtures are those of a set without them."""
     rng = np.random.default_rng(3)
     real = tmp_path / "real_train"
     for sub in ("blended", "transmission_layer"):
         (real / sub).mkdir(parents=True)
     for i in range(3):
         t = smooth_photo(rng, 50, 70)
-        refl = (smooth_photo(rng, 50, 70) * 0.3).astype(np.uint8)
         Image.fromarray(t).save(real / "transmission_layer" / f"p{i}.png")
-        Image.fromarray(np.minimum(t.astype(int) + refl, 255).astype(np.uint8)).save(
-            real / "blended" / f"p{i}.png")
-    (real / "blended" / "p3.png").write_text("not an image")  # broken pair: skipped
-    (real / "transmission_layer" / "p3.png").write_text("not an image")
+        Image.fromarray(t).save(real / "blended" / f"p{i}.png")
     out = tmp_path / "shards"
-    metrics = synthesize_shards(images_dir, out, replace(TINY, real_copies=2), 0,
-                                find_pairs(real))
-    assert metrics["real_pairs"] == {"found": 4, "used": 3, "skipped": 1,
-                                     "skipped_by_reason": {"not_an_image": 1}}
-    df = table(out, "train")
-    assert len(df) == 24 + 6 and df.is_real.sum() == 6
-    reals = df[df.is_real]
-    assert set(reals.source) == {"real"} and reals.r_id.isna().all()
-    assert not df.is_real.iloc[-6:].all()  # scattered among the synthetic rows
-    m, t, r = images(reals, "mixture"), images(reals, "transmission"), images(reals,
-                                                                            "reflection")
-    assert np.array_equal(r, np.clip(m.astype(int) - t, 0, 255))
-    assert Counter(reals.t_id) == {"p0": 2, "p1": 2, "p2": 2}
+    metrics = synthesize_shards(images_dir, out, TINY, 0, find_pairs(real))
+    assert metrics["real_pairs"]["train"] == 3 and metrics["splits"]["real_train"]["rows"] == 3
+    for split in ("train", "val", "test"):
+        df = table(out, split)
+        assert not df.is_real.any() and set(df.source) == {"synthetic"}
+        assert df.drop(columns=["id"]).equals(table(shards, split).drop(columns=["id"]))
 
 
 def _marked_task(task, cfg, marks):

@@ -119,7 +119,7 @@ def trained(tmp_path_factory, random_vgg):
         write_info(folder, ModelInfo(variant=variant, seed=seed, model_path=str(path),
                                      mlflow_run_id=run.info.run_id, model_uri=logged.model_uri,
                                      epochs=1, metrics={"val_psnr_t": val, "epoch": 1},
-                                     vgg_weights="random"))
+                                     vgg_weights="random", tracking_uri=uri))
     yield {"root": root, "uri": uri, "models": root / "models", "experiment": exp}
     mlflow.set_tracking_uri(previous)
 
@@ -132,9 +132,12 @@ def evaluated(trained, tiny_shards, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("eval")
     manifest = make_benchmarks(root)
-    cfg = EvaluateConfig(tracking_uri=trained["uri"], visual_cases=2)
+    # evaluate.tracking_uri null, and the pipeline's fallback (train.tracking_uri) another
+    # store: the models' info.json names the store they were trained into, which is followed
+    cfg = EvaluateConfig(visual_cases=2)
     env_before = dict(os.environ)
     summary = run_evaluation(cfg, trained["models"], tiny_shards, manifest, root / "eval",
-                             root / "metrics" / "eval")
+                             root / "metrics" / "eval",
+                             tracking_uri=f"sqlite:///{root / 'elsewhere.db'}")
     return {"summary": summary, "root": root, "out": root / "eval", "manifest": manifest,
             "cfg": cfg, "env_before": env_before, "env_after": dict(os.environ)}

@@ -126,6 +126,10 @@ def test_results_are_logged_to_each_training_run(evaluated, trained):
     per-model CSV and the report."""
     from ytmt.evaluation.mlflow_log import model_id
 
+    assert evaluated["summary"]["tracking_uri"] == trained["uri"]  # the training store
+    elsewhere = mlflow.MlflowClient(f"sqlite:///{evaluated['root'] / 'elsewhere.db'}")
+    assert not elsewhere.search_runs(
+        [e.experiment_id for e in elsewhere.search_experiments()])  # nothing logged there
     client = mlflow.MlflowClient(trained["uri"])
     for m in evaluated["summary"]["models"]:
         info = json.loads((trained["models"] / m["variant"] / f"seed{m['seed']}"
@@ -150,6 +154,19 @@ def test_results_are_logged_to_each_training_run(evaluated, trained):
         assert any(p.startswith("images/test_real20_best+step+1+") for p in images), images
         assert any(p.startswith("images/test_synthetic_worst+step+1+") for p in images)
     assert not [p for p in evaluated["root"].iterdir() if "partial" in p.name]
+
+
+def test_evaluation_follows_the_models_training_store():
+    from ytmt.config import ConfigError
+    from ytmt.evaluation.evaluate import ModelEntry, training_store
+
+    def entry(seed, uri):
+        return ModelEntry("ytmt-ucs", seed, f"/m{seed}", None, None, {}, None, tracking_uri=uri)
+
+    assert training_store([entry(0, None)]) is None  # older info.json: the fallbacks apply
+    assert training_store([entry(0, "http://a:5000"), entry(1, None)]) == "http://a:5000"
+    with pytest.raises(ConfigError, match=r"2 tracking stores .*set evaluate.tracking_uri"):
+        training_store([entry(0, "http://a:5000"), entry(1, "sqlite:///b.db")])
 
 
 def test_cases_rank_by_paper_psnr_or_the_configured_protocol():

@@ -2,11 +2,13 @@
 
 import io
 import itertools
+import math
 
 import numpy as np
 import pytest
 import tifffile
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -64,6 +66,66 @@ def test_tiled_equals_untiled_for_a_pointwise_model(blend):
     np.testing.assert_allclose(t_tiled, t_full, atol=1e-6)
     np.testing.assert_allclose(r_tiled, r_full, atol=1e-6)
     assert seen[-1] == (tile_count(83, 117, 32, 8),) * 2 == (len(seen),) * 2
+
+
+class BoxBlurSplit(nn.Module):
+    """T̂ = the mean of the (2ρ+1)² window (edges replicated), R̂ = x − T̂: a separator with a
+    known receptive field, ρ pixels on each side."""
+
+    def __init__(self, radius: int) -> None:
+        super().__init__()
+        self.radius = radius
+
+    def forward(self, x):
+        blurred = F.avg_pool2d(F.pad(x, (self.radius,) * 4, mode="replicate"),
+                               2 * self.radius + 1, stride=1)
+        return blurred, x - blurred
+
+
+def ramp_weight(k: int, overlap: int, blend: str) -> float:
+    """The blending weight ``k`` pixels in from a tile's inner edge (the module docstring's
+    ramp: cosine or linear over the overlap)."""
+    pos = (k + 0.5) / overlap
+    return pos if blend == "linear" else 0.5 - 0.5 * math.cos(math.pi * pos)
+
+
+def near_inner_edges(length: int, tile: int, overlap: int, radius: int) -> np.ndarray:
+    """(length,) bool: within ``radius`` pixels of an edge a tile shares with a neighbour."""
+    near = np.zeros(length, bool)
+    for start in tile_starts(length, tile, overlap):
+        if start > 0:
+            near[start:start + radius] = True
+        if start + tile < length:
+            near[start + tile - radius:start + tile] = True
+    return near
+
+
+@pytest.mark.parametrize("blend", ["cosine", "linear"])
+def test_tiles_are_exact_away_from_seams_and_blended_within_the_overlap(blend):
+    """A ρ = 3 box blur, 48 px tiles overlapping by 16 on a 112x144 image (multiples of 16:
+    no /16 padding): a tile's output is exact wherever the window stays inside the tile, so
+    the tiled image equals the untiled one except within ρ of a tile's inner edge. There,
+    inside the overlap, a wrong tile value (off by at most the window's share that fell
+    outside, (ρ − k)/(2ρ + 1) for values in [0, 1]) carries at most the ramp's weight at k;
+    two such edges meet at a corner."""
+    radius, tile, overlap = 3, 48, 16
+    image = np.random.default_rng(0).random((112, 144, 3)).astype(np.float32)
+    model = BoxBlurSplit(radius)
+    full = separate(model, image, tile=None, device="cpu")
+    tiled = separate(model, image, tile=tile, overlap=overlap, blend=blend, device="cpu")
+    rows = near_inner_edges(112, tile, overlap, radius)
+    cols = near_inner_edges(144, tile, overlap, radius)
+    seams = rows[:, None] | cols[None, :]
+    covered = np.zeros((112, 144), int)
+    for top, left, h, w in iter_tiles(112, 144, tile, overlap):
+        covered[top:top + h, left:left + w] += 1
+    assert (covered[seams] >= 2).all() and (~seams).any()  # seams lie inside the overlap
+    for ours, want in zip(tiled, full, strict=True):
+        np.testing.assert_allclose(ours[~seams], want[~seams], atol=1e-6)
+        error = np.abs(ours - want).max(axis=2)
+        bound = 2 * max(ramp_weight(k, overlap, blend) * (radius - k) / (2 * radius + 1)
+                        for k in range(radius))
+        assert 1e-4 < error[seams].max() <= bound  # the blur crosses the seams, bounded
 
 
 def test_tiled_matches_untiled_within_half_a_db(model, photo):

@@ -25,11 +25,12 @@ def _run(script, *args, cwd):
 def test_evaluate_then_register_stages(trained, tiny_shards, tmp_path):
     manifest = make_benchmarks(tmp_path)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({
-        # the runs of params: ytmt-ucs seeds 0 and 1 (the unet-no-fi folder is not listed)
-        "train": {"variants": ["ytmt-ucs"], "seeds": [0, 1]},
-        "evaluate": {"tracking_uri": trained["uri"], "visual_cases": 1, "max_images": 2},
-        "register": {"model_name": "ytmt-stage"}}))
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())  # a stage needs every key
+    # the runs of params: ytmt-ucs seeds 0 and 1 (the unet-no-fi folder is not listed)
+    data["train"].update(variants=["ytmt-ucs"], seeds=[0, 1])
+    data["evaluate"].update(tracking_uri=trained["uri"], visual_cases=1, max_images=2)
+    data["register"]["model_name"] = "ytmt-stage"
+    params.write_text(yaml.safe_dump(data))
     out = _run("evaluate.py", "--params", params, "--models", trained["models"], "--shards",
                tiny_shards, "--manifest", manifest, "--out", tmp_path / "eval", "--metrics",
                tmp_path / "metrics/eval", cwd=tmp_path)

@@ -108,3 +108,22 @@ def test_separate_with_champion_from_a_fresh_shell(registered, trained, tmp_path
     t_img = np.asarray(Image.open(tmp_path / "out" / "photo_T.png"))
     assert t_img.shape == (24, 40, 3)
     assert (tmp_path / "out" / "photo_R.png").is_file()
+
+
+def test_champion_is_chosen_on_the_held_out_real_pairs_when_every_model_has_them(evaluated,
+                                                                                  trained):
+    summary = copy.deepcopy(evaluated["summary"])
+    for m in summary["models"]:  # no-FI: worst on synthetic validation, best on real pairs
+        real = 25.0 if m["variant"] == "unet-no-fi" else 15.0
+        m["val_metrics"]["val_real_psnr_t"] = real + m["seed"]
+    cfg = RegisterConfig(model_name="ytmt-real")
+    chosen = register_models(summary, cfg, tracking_uri=trained["uri"])
+    assert chosen["metric"] == "val_real_psnr_t"
+    assert chosen["champion"]["variant"] == "unet-no-fi"
+    # one model without real pairs: all are compared on the synthetic split
+    del summary["models"][0]["val_metrics"]["val_real_psnr_t"]
+    fallback = register_models(summary, cfg, tracking_uri=trained["uri"])
+    assert fallback["metric"] == "val_psnr_t"
+    assert fallback["champion"]["variant"] != "unet-no-fi"
+    assert register_models(summary, RegisterConfig(model_name="ytmt-real", real_metric=None),
+                           tracking_uri=trained["uri"])["metric"] == "val_psnr_t"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,9 +24,16 @@ VENV_BIN = Path(sys.executable).parent  # the venv's bin: ray, python
 class LoopbackCluster:
     """``with LoopbackCluster() as cluster: cluster.ray("job", "submit", ...)``."""
 
-    def __init__(self, cpus_per_node: int = 1, resources: dict[str, float] | None = None):
+    def __init__(self, cpus_per_node: int = 1, resources: dict[str, float] | None = None,
+                 hide: tuple[Path, ...] = ()):
+        """``hide``: folders the worker node must not see. With any, the worker node runs in
+        its own mount namespace (``unshare -m``) where each is covered by an empty bind
+        mount (the venv inside a hidden repo stays reachable: it is bound back), with its
+        own working directory and none of this process's environment variables but PATH,
+        HOME and Ray's token: a node that shares nothing with the driver but the network."""
         self.cpus = cpus_per_node
         self.resources = resources or {}
+        self.hide = tuple(Path(h).resolve() for h in hide)
         self.temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # unix socket paths are short
         self.port, self.dashboard_port = free_port(), free_port()
         self.env = {**os.environ, "RAY_AUTH_MODE": "token",
@@ -48,7 +56,24 @@ class LoopbackCluster:
         return subprocess.run([str(VENV_BIN / "ray"), *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout)
 
-    def _start(self, *args: str) -> None:
+    def _isolated(self, cmd: list[str]) -> tuple[list[str], dict[str, str]]:
+        """``cmd`` wrapped to run in a mount namespace of its own (see ``__init__``)."""
+        empty, stash, cwd = (self.temp / n for n in ("empty", "venv", "cwd"))
+        for d in (empty, stash, cwd):
+            d.mkdir(exist_ok=True)
+        venv = VENV_BIN.parent.resolve()
+        lines = ["set -e", "mount --make-rprivate /",
+                 f"mount --bind {shlex.quote(str(venv))} {shlex.quote(str(stash))}"]
+        for h in self.hide:
+            lines.append(f"mount --bind {shlex.quote(str(empty))} {shlex.quote(str(h))}")
+        lines += [f"mkdir -p {shlex.quote(str(venv))}",
+                  f"mount --bind {shlex.quote(str(stash))} {shlex.quote(str(venv))}",
+                  f"cd {shlex.quote(str(cwd))}", "exec " + shlex.join(cmd)]
+        env = {k: self.env[k] for k in ("PATH", "HOME", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
+               if k in self.env}
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", "\n".join(lines)], env
+
+    def _start(self, *args: str, isolated: bool = False) -> None:
         ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
                  "--dashboard-agent-listen-port", "--metrics-export-port",
                  "--runtime-env-agent-port"]
@@ -59,7 +84,10 @@ class LoopbackCluster:
                *(f"{p}={free_port()}" for p in ports), *args]
         # A new session: the node's daemons (gcs, raylet, dashboard, agents, workers) stay in
         # this process group, which is what stop() kills.
-        proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE,
+        env = self.env
+        if isolated:
+            cmd, env = self._isolated(cmd)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.groups.append(proc.pid)
         out, _ = proc.communicate(timeout=180)
@@ -75,7 +103,8 @@ class LoopbackCluster:
             # the worker node would garbage-collect the job's working_dir under the head
             worker_temp = self.temp / "w"
             worker_temp.mkdir()
-            self._start(f"--address={self.gcs_address}", f"--temp-dir={worker_temp}")
+            self._start(f"--address={self.gcs_address}", f"--temp-dir={worker_temp}",
+                        isolated=bool(self.hide))
             self.wait_for_nodes(2)
         except BaseException:
             self.stop()

@@ -43,13 +43,17 @@ def tune_section(**tune):
 
 
 def sweep_params(tmp_path: Path, **tune) -> Path:
-    """A params.yaml for a tiny sweep (width 4, crop 32, 2 steps per epoch) under
-    ``tmp_path``; ``tune`` entries replace keys of the ``tune`` section."""
+    """A params.yaml for a tiny sweep (width 4, crop 32, 2 steps per epoch, one trial at a
+    time, no replicate) under ``tmp_path``; ``tune`` entries replace keys of the ``tune``
+    section."""
     data = to_dict(Params())
     data["model"].update(width=4, vgg_weights="random")
     data["train"].update(batch_size=4, crop=32, max_steps_per_epoch=2, log_every_steps=100,
                          sample_count=1, torch_threads=1)
+    # one trial at a time on one 1-CPU worker, no replicate: what these tests check (resume,
+    # scheduler decisions, records) does not depend on the recipe's resources
     data["tune"].update(
+        max_concurrent_trials=1, workers_per_trial=1, cpus_per_worker=1.0, replicate=False,
         epochs=2, num_samples=2, storage_path=str(tmp_path / "tune_runs"),
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", local_cpus=2,
         space={"loss.perceptual": {"type": "loguniform", "low": 0.01, "high": 1.0},

@@ -51,4 +51,5 @@ def test_sweep_job_runs_trials_on_both_nodes(tmp_path, shards):
     best = yaml.safe_load((out / "best.yaml").read_text())
     summary = json.loads((out / "summary.json").read_text())
     winner = next(r for r in rows if r["trial_id"] == summary["best_trial_id"])
-    assert best == {"loss.exclusion": float(winner["loss.exclusion"])}
+    assert best == {"variants": ["ytmt-ucs"],
+                    "weights": {"loss.exclusion": float(winner["loss.exclusion"])}}

@@ -16,18 +16,26 @@ import yaml
 
 from ytmt.config import ConfigError
 from ytmt.params import load_params
+from ytmt.sweep.plan import concurrent_trials, local_resources, trial_resources
 from ytmt.sweep.space import TUNABLE_LOSS_KEYS, grid_size, to_tune_space, validate_space
 
 from .conftest import REPO, sweep_params, tune_cmd, tune_section
 
 
 def test_repo_params_declare_a_small_valid_sweep():
-    cfg = load_params(REPO / "params.yaml").tune
-    assert cfg.enabled and cfg.num_samples * grid_size(cfg.space) <= 4
+    params = load_params(REPO / "params.yaml")
+    cfg = params.tune
+    n_trials = cfg.num_samples * grid_size(cfg.space)
+    assert cfg.enabled and n_trials <= 4
     assert set(cfg.space) <= set(TUNABLE_LOSS_KEYS)
-    # one trial at a time, its workers fit on 2 cores, the driver holds no CPU
-    assert cfg.max_concurrent_trials * cfg.workers_per_trial * cfg.cpus_per_worker <= 2
+    # on 2 cores the trials run side by side, their workers fit, the driver holds no CPU
+    res = trial_resources(params)
+    two_cores = {"CPU": 2.0, **local_resources(cfg, n_trials)}
+    concurrency = concurrent_trials(res, two_cores, n_trials, cfg.max_concurrent_trials)
+    assert concurrency == min(n_trials, 2)
+    assert concurrency * res.workers * res.cpus_per_worker <= 2
     assert "CPU" not in cfg.driver_resources
+    assert cfg.replicate  # the sweep says whether it can tell its trials apart
 
 
 @pytest.mark.parametrize("space, message", [
@@ -104,6 +112,7 @@ def test_disabled_sweep_writes_empty_best_without_ray(tmp_path, shards):
     assert "tune.enabled is false" in proc.stdout
     assert yaml.safe_load((out / "best.yaml").read_text()) == {}
     assert json.loads((out / "summary.json").read_text())["enabled"] is False
+    assert json.loads((out / "spread.json").read_text()) == {}
     assert list(csv.reader(io.StringIO((out / "trials.csv").read_text()))) == [
         ["trial_id", "status"]]
     assert not (tmp_path / "tune_runs").exists() and not (tmp_path / "mlflow.db").exists()

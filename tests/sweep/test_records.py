@@ -14,12 +14,17 @@ import textwrap
 import pytest
 import yaml
 
+from ytmt.config import ConfigError
 from ytmt.sweep.records import (
     SweepError,
     SweepInterrupted,
     SweepResult,
     best_row,
+    best_yaml,
     check_finished,
+    read_best,
+    spread_line,
+    spread_report,
     trial_id_of,
     trial_row,
     write_outputs,
@@ -125,21 +130,67 @@ def test_an_unfinished_or_failed_sweep_is_refused_with_what_to_do(tmp_path):
 def test_outputs_hold_the_best_weights_every_trial_and_a_summary(tmp_path):
     rows = [row("a_00000"), row("a_00001", epochs_run=1, values=[19.0], config={
         "loss.exclusion": 0.5}, tags={"tune_decision": "stopped_early"})]
+    spread = spread_report({"a_00000": [20.0, 21.0], "a_00001": [19.0]}, "a_00000",
+                           [20.5, 21.5], (0, 1), "val_psnr_t")
     result = SweepResult(best_trial_id="a_00000", best_metric=21.0, best={"loss.exclusion": 2.0},
                          metric="val_psnr_t", mode="max", parent_run_id="p",
                          experiment_id="1", tracking_uri="sqlite:///x.db",
                          experiment_path="/runs/sweep-x", sweep_key="k", restored=False,
-                         trials=rows)
+                         trials=rows, variants=["ytmt-ucs"], best_input=14.0, spread=spread)
     write_outputs(tmp_path, result)
-    assert yaml.safe_load((tmp_path / "best.yaml").read_text()) == {"loss.exclusion": 2.0}
+    assert yaml.safe_load((tmp_path / "best.yaml").read_text()) == {
+        "variants": ["ytmt-ucs"], "weights": {"loss.exclusion": 2.0}}
     written = list(csv.DictReader(io.StringIO((tmp_path / "trials.csv").read_text())))
     assert [r["trial_id"] for r in written] == ["a_00000", "a_00001"]
     assert written[1]["loss.exclusion"] == "0.5" and written[1]["status"] == "stopped_early"
+    assert json.loads((tmp_path / "spread.json").read_text()) == spread
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary == {"enabled": True, "best_trial_id": "a_00000", "best_metric": 21.0,
                        "best": {"loss.exclusion": 2.0}, "metric": "val_psnr_t", "mode": "max",
                        "parent_run_id": "p", "experiment_id": "1",
                        "tracking_uri": "sqlite:///x.db", "experiment_path": "/runs/sweep-x",
                        "sweep_key": "k", "restored": False, "num_trials": 2,
-                       "stopped_early": ["a_00001"]}
+                       "stopped_early": ["a_00001"], "variants": ["ytmt-ucs"],
+                       "best_input": 14.0, "spread": spread}
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_best_weights_apply_only_to_the_variants_searched_for(tmp_path):
+    best = tmp_path / "best.yaml"
+    best.write_bytes(best_yaml(["ytmt-ucs"], {"loss.exclusion": 0.2}))
+    assert read_best(best, "ytmt-ucs") == ({"loss.exclusion": 0.2}, ["ytmt-ucs"])
+    # another single-stage variant, and a two-stage run from the searched one, keep params'
+    assert read_best(best, "unet-no-fi") == ({}, ["ytmt-ucs"])
+    assert read_best(best, "ytmt-uct") == ({}, ["ytmt-ucs"])
+    best.write_text("{}\n")  # a disabled sweep
+    assert read_best(best, "ytmt-ucs") == ({}, [])
+    best.write_text("loss.exclusion: 0.2\n")  # the old format named no variant
+    with pytest.raises(ConfigError, match="best.yaml: expected \\{variants: .*run it again"):
+        read_best(best, "ytmt-ucs")
+    best.write_text("variants: [ytmt-ucs]\nweights: {exclusion: 0.2}\n")
+    with pytest.raises(ConfigError, match="dotted key"):
+        read_best(best, "ytmt-ucs")
+    with pytest.raises(ConfigError, match="not found \\(run the tune stage\\)"):
+        read_best(tmp_path / "nope.yaml", "ytmt-ucs")
+
+
+def test_spread_compares_the_trials_with_one_config_over_two_seeds():
+    # c was stopped at epoch 2 by the scheduler: both spreads are taken at epoch 2
+    histories = {"a": [10.0, 12.0, 13.0], "b": [11.0, 12.5, 14.0], "c": [9.0, 11.0]}
+    apart = spread_report(histories, "b", [10.5, 12.2, 13.1], (0, 1), "val_psnr_t")
+    assert apart == {"metric": "val_psnr_t", "epoch": 2,
+                     "trials": {"a": 12.0, "b": 12.5, "c": 11.0}, "trial_spread": 1.5,
+                     "best_trial_id": "b", "seed_values": {"0": 12.5, "1": 12.2},
+                     "seed_spread": pytest.approx(0.3), "distinguishable": True}
+    assert spread_line(apart) == (
+        "[tune] at epoch 2 the 3 trial(s) span 1.500 of val_psnr_t; the winner over run seeds "
+        "0 and 1 spans 0.300: the sweep can tell its trials apart")
+    noisy = spread_report(histories, "b", [10.5, 10.5, 13.1], (0, 1), "val_psnr_t")
+    assert noisy["seed_spread"] == 2.0 and noisy["distinguishable"] is False
+    assert "cannot tell its trials apart" in spread_line(noisy)
+    alone = spread_report({"a": [10.0, 12.0]}, "a", None, (0, 1), "val_psnr_t")
+    assert alone == {"metric": "val_psnr_t", "epoch": 2, "trials": {"a": 12.0},
+                     "trial_spread": 0.0}
+    assert "no replicate" in spread_line(alone)
+    with pytest.raises(SweepError, match="replicate reported no val_psnr_t at epoch 2"):
+        spread_report(histories, "b", [10.5], (0, 1), "val_psnr_t")

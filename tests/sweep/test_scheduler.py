@@ -92,5 +92,30 @@ def test_make_scheduler_follows_tune_scheduler(tmp_path):
     made = make_scheduler(tune_section(epochs=5, grace_period=2, reduction_factor=3.0),
                           str(tmp_path / "s.pkl"))
     assert isinstance(made, ResumableASHA)
-    assert (made._max_t, made._time_attr, made._reduction_factor) == (5, "epoch", 3.0)
-    assert made._brackets[0]._rungs[-1][0] == 2  # the first rung is at the grace period
+    # its decisions are those of ASHA on the epoch with max_t 5, grace period 2 and
+    # reduction factor 3; each control (one setting changed) decides otherwise on the script
+    reference = dict(time_attr="epoch", max_t=5, grace_period=2, reduction_factor=3.0)
+    want = asha_decisions(ASHAScheduler(**reference))
+    assert asha_decisions(made) == want
+    for change in ({"max_t": 4}, {"grace_period": 1}, {"reduction_factor": 2.0},
+                   {"time_attr": "training_iteration"}):
+        assert asha_decisions(ASHAScheduler(**{**reference, **change})) != want, change
+
+
+# Trial results that tell ASHA's settings apart: (trial, epoch, val_psnr_t). A rung at
+# epoch 1 (grace period 1) stops t1 and t2 there; at the rung at epoch 2 reduction factor 3
+# keeps the top third (t2's 21.5 is stopped, with factor 2 it goes on); t0 reaches epoch 4
+# (stopped there only with max_t 4) and 5. Tune's own counter "training_iteration" is
+# another number than the epoch.
+ASHA_SCRIPT = [("t0", 1, 20.0), ("t1", 1, 19.0), ("t2", 1, 10.0), ("t0", 2, 22.0),
+               ("t1", 2, 21.0), ("t2", 2, 21.5), ("t3", 2, 21.8), ("t0", 3, 23.0),
+               ("t0", 4, 24.0), ("t0", 5, 25.0)]
+
+
+def asha_decisions(scheduler) -> list[str]:
+    """``scheduler``'s decisions on :data:`ASHA_SCRIPT` (maximising val_psnr_t)."""
+    scheduler.set_search_properties("val_psnr_t", "max")
+    for t in ("t0", "t1", "t2", "t3"):
+        scheduler.on_trial_add(None, Trial(t))
+    return [scheduler.on_trial_result(None, Trial(t), {**result(e, v), "training_iteration": 3 * e})
+            for t, e, v in ASHA_SCRIPT]

@@ -163,25 +163,27 @@ def test_best_yaml_holds_the_best_trials_weights(sweep):
     rows = [r for r in sweep["rows"] if r["status"] == "completed"]  # ASHA's survivors
     best = max(rows, key=lambda r: float(r["val_psnr_t"]))
     assert sweep["summary"]["best_trial_id"] == best["trial_id"]
-    assert sweep["best"] == {"loss.perceptual": pytest.approx(float(best["loss.perceptual"])),
-                             "loss.exclusion": pytest.approx(float(best["loss.exclusion"]))}
+    assert sweep["best"] == {"variants": ["ytmt-ucs"], "weights": {
+        "loss.perceptual": pytest.approx(float(best["loss.perceptual"])),
+        "loss.exclusion": pytest.approx(float(best["loss.exclusion"]))}}
+    weights = sweep["best"]["weights"]
     c = _client(sweep["tmp"])
     last = max(c.get_metric_history(best["mlflow_run_id"], "val_psnr_t"), key=lambda m: m.step)
     assert sweep["summary"]["best_metric"] == pytest.approx(last.value)
     parent = c.get_run(sweep["summary"]["parent_run_id"])
     assert float(parent.data.tags["best.loss.perceptual"]) == pytest.approx(
-        sweep["best"]["loss.perceptual"])
+        weights["loss.perceptual"])
+    assert parent.data.tags["best.variants"] == "ytmt-ucs"
     assert parent.data.metrics["best_val_psnr_t"] == pytest.approx(last.value)
-    # the train stage reads best.yaml as dotted overrides: they must validate
+    # the train stage reads best.yaml's weights as dotted overrides: they must validate
     from ytmt.config import to_dict
-    from ytmt.params import load_params
-    from ytmt.train.components import resolve_params
-    from ytmt.train.trainer import read_overrides
+    from ytmt.params import load_params, resolve_params
+    from ytmt.sweep.records import read_best
 
-    overrides = read_overrides(sweep["out"] / "best.yaml")
-    assert overrides == sweep["best"]
+    overrides, _ = read_best(sweep["out"] / "best.yaml", "ytmt-ucs")
+    assert overrides == weights
     resolved = resolve_params(to_dict(load_params(sweep["tmp"] / "params.yaml")), overrides)
-    assert resolved.loss.exclusion == pytest.approx(sweep["best"]["loss.exclusion"])
+    assert resolved.loss.exclusion == pytest.approx(weights["loss.exclusion"])
 
 
 def test_trial_after_an_early_stopped_trial_gets_its_workers(tmp_path, shards):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from torch.utils.data import IterableDataset
 
 from ytmt.config import to_dict
 from ytmt.params import Params
+from ytmt.ray_local import free_port
 
 
 def make_shards(root: Path, size: int, train: int, val: int) -> Path:
@@ -37,6 +42,9 @@ def tiny_params(tmp_path: Path | None = None, **overrides) -> dict:
     (``{"train.epochs": 2}`` as ``train__epochs=2``)."""
     data = to_dict(Params())
     data["model"].update(width=4, vgg_weights="random")
+    # no perceptual loss (its VGG passes make a step ~10x dearer, README): the tests whose
+    # subject it is turn it on with loss__perceptual=0.1
+    data["loss"]["perceptual"] = 0.0
     # fp32: the loop's tests compare runs to tight tolerances (bf16 has its own tests)
     data["train"].update(num_workers=0, batch_size=4, crop=32, epochs=1, lr=1e-3,
                          log_every_steps=100, sample_count=2, cpus_per_worker=0.5,
@@ -112,3 +120,39 @@ class PairsFn:
     def __call__(self, root, split, crop, augment, seed, rank, world_size):
         n = self.train if split == "train" else 2
         return Pairs(split, n, self.size, rank, world_size, self.log_dir)
+
+
+#: the S3 credentials the tests' moto server accepts (any; it checks none)
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "ytmt-test", "AWS_SECRET_ACCESS_KEY": "ytmt-test-secret",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """A moto S3 server on 127.0.0.1 with an empty bucket ``ytmt``; stopped after the test."""
+    import pyarrow.fs as pafs
+
+    port = free_port()
+    log = (tmp_path / "s3.log").open("wb")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    fs = pafs.S3FileSystem(access_key=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                           secret_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_override=f"127.0.0.1:{port}", scheme="http",
+                           region="us-east-1", allow_bucket_creation=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                fs.create_dir("ytmt")
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((tmp_path / "s3.log").read_text()[-2000:]) from None
+                time.sleep(0.5)
+        yield port, fs
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()

@@ -3,8 +3,8 @@
 import pytest
 
 from ytmt.config import ConfigError, parse_section, to_dict
-from ytmt.params import Params
-from ytmt.train.components import learning_rate, resolve_params
+from ytmt.params import Params, resolve_params
+from ytmt.train.components import learning_rate
 from ytmt.train.config import TrainConfig
 from ytmt.train.trainer import backend_name, resolve_storage_path
 

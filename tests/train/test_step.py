@@ -7,11 +7,13 @@ import copy
 import pytest
 import torch
 
-from ytmt.train.components import build_components, resolve_params
+from ytmt.params import resolve_params
+from ytmt.train.components import build_components
 from ytmt.train.loop import epoch_loaders, shard_dataset
 from ytmt.train.step import (
     build_step,
     discriminator_update,
+    generate,
     generator_update,
     train_epoch,
     train_step,
@@ -40,7 +42,9 @@ def test_the_generator_update_computes_no_discriminator_gradients():
     step, parts = gan_step()
     disc = parts.discriminator
     before = copy.deepcopy(disc.state_dict())
-    terms, t_hat = generator_update(step, batch())
+    prediction = generate(step, batch()[0])
+    terms = generator_update(step, batch(), prediction)
+    t_hat = prediction[0]
     assert terms["adversarial"] > 0
     assert all(p.grad is None for p in disc.parameters())
     assert all(p.requires_grad for p in disc.parameters())  # unfrozen for its own update
@@ -58,7 +62,7 @@ def test_freezing_the_discriminator_leaves_the_generator_update_unchanged():
     step, parts = gan_step()
     ref_model, ref_disc = copy.deepcopy(parts.model), copy.deepcopy(parts.discriminator)
     images = batch()
-    generator_update(step, images)
+    generator_update(step, images, generate(step, images[0]))
 
     opt = torch.optim.Adam(ref_model.trainable_parameters(), **step.optimizer.defaults)
     terms = parts.criterion(*ref_model(images[0]), images[1], images[2], images[0], ref_disc)

@@ -16,11 +16,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from ytmt.config import ConfigError
 from ytmt.params import parse_params
 from ytmt.precision import resolve_precision
 from ytmt.tracking import TrackingUnavailable
-from ytmt.train.trainer import ShardsMissing, read_overrides, train_variant
+from ytmt.train.trainer import ShardsMissing, train_variant
 
 from .conftest import tiny_params
 
@@ -56,21 +55,6 @@ def test_missing_shards_fail_within_seconds_before_workers(tmp_path, make):
     assert not (tmp_path / "ray_results").exists()
 
 
-def test_best_overrides_file(tmp_path):
-    good = tmp_path / "best.yaml"
-    good.write_text("loss.perceptual: 0.08\nloss.exclusion: 1.2\n")
-    assert read_overrides(good) == {"loss.perceptual": 0.08, "loss.exclusion": 1.2}
-    empty = tmp_path / "empty.yaml"
-    empty.write_text("{}\n")
-    assert read_overrides(empty) == {}
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("- 1\n")
-    with pytest.raises(ConfigError, match="dotted keys"):
-        read_overrides(bad)
-    with pytest.raises(ConfigError, match="not found"):
-        read_overrides(tmp_path / "nope.yaml")
-
-
 def _png_b64(height: int, width: int) -> str:
     rng = np.random.default_rng(height)
     buf = io.BytesIO()
@@ -95,7 +79,8 @@ def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
                          train__sample_every=1, train__num_workers=2,  # Ray Train DDP
                          train__precision="auto")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "best.yaml").write_text("loss.perceptual: 0.05\n")
+    (tmp_path / "best.yaml").write_text(  # as the tune stage writes it (sweep.records.best_yaml)
+        "variants: [ytmt-ucs]\nweights: {loss.perceptual: 0.05}\n")
     out, metrics, plots = tmp_path / "model", tmp_path / "val.json", tmp_path / "plots"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(DVC_EXP_NAME="quiet-tuna", DVC_EXP_BASELINE_REV="0123abcd")  # as dvc exp run

@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 from ytmt.config import parse_section
 from ytmt.evaluation.config import EvaluateConfig
 from ytmt.evaluation.evaluate import evaluate_model_on_set, plan_sets
-from ytmt.train.components import build_components, resolve_params
+from ytmt.params import resolve_params
+from ytmt.train.components import build_components
 from ytmt.train.loop import shard_dataset
 from ytmt.train.validation import VAL_KEYS, validate
 
@@ -61,3 +62,29 @@ def test_one_grid_for_validation_samples_and_evaluation_cases():
     grid = Image.open(io.BytesIO(case_grid_png(cases, "best")))
     assert grid.size == (4 * (16 + 4) + 4, 2 * 16 + 16 + 16 + 4 + 4)
     np.testing.assert_array_equal(np.asarray(grid)[3 * 16 + 4, 4], cases[0].images[0][0, 0])
+
+
+def test_validation_scores_what_separate_returns_on_sizes_not_multiple_of_16(tmp_path):
+    """40 px validation images (not a multiple of 16: the U-Net's four poolings pad them):
+    validation's T̂ and R̂ are those of ytmt.inference.separate, which `ytmt separate` and
+    the evaluation use, and so are its metrics."""
+    from ytmt.inference import separate
+    from ytmt.metrics import PROTOCOLS, score_images
+
+    from .conftest import Pairs
+
+    torch.manual_seed(0)
+    model = build_components(resolve_params(tiny_params()), "ytmt-ucs").model.eval()
+    pairs = Pairs("val", 2, 40, 0, 1, tmp_path)
+    sums, samples = validate(model, DataLoader(pairs, batch_size=2), torch.device("cpu"),
+                             keep_samples=2)
+    assert sums.pop("n") == 2 and len(samples) == 2
+    expected = dict.fromkeys(sums, 0.0)
+    for m, t_hat, r_hat, t, r in samples:
+        want_t, want_r = separate(model, m, tile=None, device="cpu")
+        np.testing.assert_allclose(t_hat, want_t, atol=1e-5)
+        np.testing.assert_allclose(r_hat, want_r, atol=1e-5)
+        for key, value in score_images(want_t, want_r, m, t, r, PROTOCOLS).items():
+            expected[f"val_{key}"] += value
+    for key in VAL_KEYS:
+        assert sums[key] == pytest.approx(expected[key], abs=1e-4), key

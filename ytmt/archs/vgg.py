@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ytmt.fileio import sha256_file
+from ytmt.fileio import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def verify_hash_prefix(path: str | Path) -> str | None:
     (None: the name carries none, nothing to check). Raises :class:`VGGWeightsCorrupt`."""
     prefix = hash_prefix(path)
     if prefix is not None:
-        digest = sha256_file(path)
+        digest = file_digest(path)
         if not digest.startswith(prefix):
             raise VGGWeightsCorrupt(
                 f"{path}: SHA-256 {digest[:16]}... does not start with {prefix!r} as its name "

@@ -93,7 +93,6 @@ class SynthesizeConfig:
     test_image_fraction: float = bounded(0.1, ge=0.0, lt=0.5)  # held-out photos for test
     val_photos: tuple[str, ...] = ()  # named held-out photos (ids) instead of the fraction
     test_photos: tuple[str, ...] = ()
-    real_copies: int = bounded(1, ge=0)  # random crops stored per real training pair
     chunk: int = bounded(32, ge=1)  # mixtures per task and per Parquet row group
     shard_mb: float = bounded(128.0, gt=0.0)  # target (uncompressed) size of one shard file
     compression: Literal["zstd", "lz4", "none"] = "zstd"  # Parquet codec of every column
@@ -173,9 +172,14 @@ class DownloadConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """External real data under ``root`` (tracked by data.dvc), in the common layout."""
+    """External real data under ``root`` (tracked by data.dvc), in the common layout.
+
+    ``real_val``: the real pairs whose id is ≡ 0 mod ``real_val`` (their position in name
+    order for non-numeric names; :func:`ytmt.data.pairing.real_val_pair`) are held out as a
+    real validation split, never trained on; 0 holds none out."""
 
     root: str = "data"
     real_pairs: str = "real_train"
+    real_val: int = bounded(9, ge=0)
     benchmarks: dict[str, str] = field(default_factory=dict)
     download: DownloadConfig = field(default_factory=DownloadConfig)

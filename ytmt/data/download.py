@@ -9,13 +9,13 @@ expected size and digest it trusts the first download (the caller records its ha
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ytmt import fileio
 from ytmt.data.progress import Progress
 
 
@@ -24,17 +24,14 @@ class DownloadError(RuntimeError):
 
 
 def file_digest(path: Path, algo: str = "md5", progress_label: str | None = None) -> str:
-    """Hex digest (``md5``, ``sha256``, any hashlib name) of a file, read in 4 MB chunks."""
-    h = hashlib.new(algo)
-    prog = Progress(progress_label, path.stat().st_size, "B") if progress_label else None
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-            if prog:
-                prog.update(len(chunk))
-    if prog:
-        prog.close()
-    return h.hexdigest()
+    """:func:`ytmt.fileio.file_digest` of a (large) file, with a progress line labelled
+    ``progress_label`` when given."""
+    if not progress_label:
+        return fileio.file_digest(path, algo)
+    prog = Progress(progress_label, path.stat().st_size, "B")
+    digest = fileio.file_digest(path, algo, prog.update)
+    prog.close()
+    return digest
 
 
 def download(url: str, dest: Path, size: int | None, digest: str | None, retries: int = 3,

@@ -1,6 +1,7 @@
 """Which photos make which mixtures: disjoint photo pools per split, the per-epoch pairing
-(the photo list reshuffled each epoch and split in halves, T half and R half) and the real
-pairs scattered into train. All drawn from ``seed``; :mod:`ytmt.data.synthesis` runs the plan.
+(the photo list reshuffled each epoch and split in halves, T half and R half), and which real
+pairs are held out for validation. All drawn from ``seed``; :mod:`ytmt.data.synthesis` runs
+the plan, and the reader runs the same plan for later training epochs (fresh mixtures).
 """
 
 from __future__ import annotations
@@ -20,23 +21,28 @@ from ytmt.imageio import ImageReadError, read
 
 @dataclass(frozen=True)
 class Item:
-    """One row to synthesise: a synthetic pair (T photo, R photo) or a real pair (I, T)."""
+    """One mixture to synthesise: a transmission photo and a reflection photo."""
 
-    kind: str  # "synthetic" | "real"
+    kind: str  # "synthetic" (the shard column ``source``)
     t_id: str
     t_path: str
-    r_id: str | None  # None for real pairs
-    r_path: str  # the R photo, or the real pair's blended image I
-    epoch: int
+    r_id: str
+    r_path: str
+    epoch: int  # pairing epoch within the plan
 
 
 @dataclass(frozen=True)
 class Task:
+    """A chunk of mixtures. ``draw``: the training epoch whose fresh mixtures these are (0:
+    the stored ones; its random draws are keyed without it, so epoch 0 of the fresh mode
+    is the stored split byte for byte)."""
+
     split: str
     chunk: int  # chunk index within the split
     first_row: int
     items: tuple[Item, ...]
     seed: int
+    draw: int = 0
 
 
 def split_photos(entries: list[dict[str, Any]], cfg: SynthesizeConfig,
@@ -111,24 +117,45 @@ def check_real_pairs(pairs: Sequence[PairFiles], min_side: int) -> tuple[list[Pa
     return good, skipped
 
 
-def plan(entries: list[dict[str, Any]], real_pairs: Sequence[PairFiles],
-         cfg: SynthesizeConfig, seed: int) -> dict[str, list[Item]]:
-    """Every split's rows in order (real pairs scattered at seeded positions in train)."""
+def pairing_rng(seed: int, split: str, draw: int = 0) -> np.random.Generator:
+    """The generator of ``split``'s pairing; ``draw`` > 0: training epoch ``draw``'s fresh
+    pairing (0 keeps the stored plan's key)."""
+    key = [seed, 1, SPLITS.index(split)] + ([draw] if draw else [])
+    return np.random.default_rng(key)
+
+
+def chunk_tasks(split: str, items: Sequence[Item], chunk: int, seed: int,
+                draw: int = 0) -> list[Task]:
+    """``items`` cut into tasks of ``chunk`` mixtures (the row groups of the split)."""
+    return [Task(split, s // chunk, s, tuple(items[s:s + chunk]), seed, draw)
+            for s in range(0, len(items), chunk)]
+
+
+def plan(entries: list[dict[str, Any]], cfg: SynthesizeConfig,
+         seed: int) -> dict[str, list[Item]]:
+    """Every split's mixtures in order."""
     pools = split_photos(entries, cfg, seed)
     counts = {"train": cfg.train_mixtures, "val": cfg.val_mixtures, "test": cfg.test_mixtures}
-    plans = {}
-    for i, split in enumerate(SPLITS):
-        plans[split] = pair_epochs(pools[split], counts[split],
-                                   np.random.default_rng([seed, 1, i]))
-    real = [Item("real", p.name, str(p.transmission), None, str(p.blended), copy)
-            for copy in range(cfg.real_copies) for p in real_pairs]
-    if real:
-        train = plans["train"]
-        total = len(train) + len(real)
-        where = set(np.random.default_rng([seed, 2]).choice(total, len(real), replace=False)
-                    .tolist())
-        synth, reals, merged = iter(train), iter(real), []
-        for pos in range(total):
-            merged.append(next(reals) if pos in where else next(synth))
-        plans["train"] = merged
-    return plans
+    return {split: pair_epochs(pools[split], counts[split], pairing_rng(seed, split))
+            for split in SPLITS}
+
+
+def real_val_pair(name: str, index: int, every: int) -> bool:
+    """Whether real pair ``name`` (position ``index`` in name order) is held out for
+    validation by ``data.real_val = every``: its name's stem is an integer ≡ 0 mod
+    ``every`` (Zhang et al.'s numbering: ids 9, 18, 27, ...), or, for other names, its
+    position is. ``every`` 0: none."""
+    if every <= 0:
+        return False
+    stem = name.rsplit(".", 1)[0]
+    key = int(stem) if stem.isdigit() else index
+    return key % every == 0
+
+
+def split_real_pairs(pairs: Sequence[PairFiles],
+                     every: int) -> tuple[list[PairFiles], list[PairFiles]]:
+    """``(train, val)`` real pairs by :func:`real_val_pair` (in name order)."""
+    ordered = sorted(pairs, key=lambda p: p.name)
+    val = [p for i, p in enumerate(ordered) if real_val_pair(p.name, i, every)]
+    held = {p.name for p in val}
+    return [p for p in ordered if p.name not in held], val

@@ -22,7 +22,7 @@ column             type        meaning
 id                 string      ``<split>-<index:06d>``, unique in the set
 split              string      ``train`` | ``val`` | ``test``
 source             string      ``synthetic`` | ``real``
-is_real            bool        a real photographed pair (R target = clip(I − T, 0, 1))
+is_real            bool        false: real pairs are kept apart (``real_train``/``real_val``)
 t_id               string      id of the transmission (or real pair) image
 r_id               string      id of the reflection image; null for real pairs
 epoch              int32       synthesis epoch (image list reshuffled and halved per epoch)
@@ -39,11 +39,31 @@ transmission       binary      T, same encoding
 reflection         binary      R, same encoding
 =================  ==========  =====================================================
 
+Image columns are Arrow ``large_binary`` (int64 offsets): a row group's column may pass
+2^31 bytes (``binary``'s int32 offsets overflow there). Readers accept both.
+
+Two more kinds of split sit beside them (same atomic parts, listed in the same manifest):
+
+- ``real_train`` / ``real_val`` (:data:`REAL_SCHEMA`): real photographed pairs, one row each,
+  at their own size (short side bounded by ``synthesize.scale_max``): ``id``, ``name``,
+  ``height``, ``width``, ``blended`` (I) and ``transmission`` (T), raw uint8 RGB. The reader
+  draws them into training (``train.real_share``) with a fresh random transform each time;
+  ``real_val`` pairs (``data.real_val``) are only validated on.
+- ``photos`` (:data:`PHOTO_SCHEMA`): the training photo pool in the synthesis plan's order
+  (``id``, ``path``, ``data`` = the file's bytes), from which the reader composes fresh
+  mixtures every epoch (``train.mixtures: fresh``).
+
 Image columns are raw ``uint8`` HWC bytes (encoding ``raw-rgb8``) with Parquet column
 compression (``zstd`` by default; ``lz4`` or ``none`` trade size for speed): decoding is
 a decompression plus a zero-copy view, far cheaper than PNG/JPEG per sample, which is what
 lets the reader stream hundreds of augmented samples per second per core. Pixel values are
 exact: for synthetic rows ``M == min(T + R, 255)`` holds byte for byte.
+
+Readers take the root as a local path or as a URI that pyarrow opens (``s3://bucket/shards``,
+``gs://...``, with ``?endpoint_override=host:port&scheme=http`` for MinIO-like stores), so
+the nodes of a cluster can read one copy of the set from object storage
+(:func:`read_manifest`, :func:`iter_row_groups`, :func:`open_part`). Synthesis writes to a
+local folder; the set is uploaded as it is (``docs/cluster.md``).
 """
 
 from __future__ import annotations
@@ -60,11 +80,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ytmt.cluster import filesystem, is_uri, uri_join
+
 SPLITS = ("train", "val", "test")
+REAL_SPLITS = ("real_train", "real_val")
+PHOTOS = "photos"
 ENCODING = "raw-rgb8"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 IMAGE_COLUMNS = ("mixture", "transmission", "reflection")
+REAL_IMAGE_COLUMNS = ("blended", "transmission")
 
 SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -84,10 +109,25 @@ SCHEMA = pa.schema([
     ("sigma", pa.float32()),
     ("gamma", pa.float32()),
     ("overflow", pa.float32()),
-    ("mixture", pa.binary()),
-    ("transmission", pa.binary()),
-    ("reflection", pa.binary()),
+    ("mixture", pa.large_binary()),
+    ("transmission", pa.large_binary()),
+    ("reflection", pa.large_binary()),
 ], metadata={"encoding": ENCODING, "format_version": str(FORMAT_VERSION)})
+
+REAL_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("name", pa.string()),
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+    ("blended", pa.large_binary()),
+    ("transmission", pa.large_binary()),
+], metadata={"encoding": ENCODING, "format_version": str(FORMAT_VERSION)})
+
+PHOTO_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("path", pa.string()),
+    ("data", pa.large_binary()),
+], metadata={"format_version": str(FORMAT_VERSION)})
 
 META_COLUMNS = tuple(n for n in SCHEMA.names if n not in IMAGE_COLUMNS)
 
@@ -113,10 +153,19 @@ class Batch:
         for name in IMAGE_COLUMNS:
             arr = np.ascontiguousarray(getattr(self, name))
             # One contiguous buffer, N fixed-length slices: no per-row Python bytes objects.
-            offsets = pa.array(np.arange(n + 1, dtype=np.int32) * (h * w * c), pa.int32())
-            cols[name] = pa.BinaryArray.from_buffers(
-                pa.binary(), n, [None, offsets.buffers()[1], pa.py_buffer(arr.reshape(-1))])
+            cols[name] = raw_images(arr)
         return pa.table(cols, schema=SCHEMA)
+
+
+def raw_images(images: np.ndarray | list[np.ndarray]) -> pa.Array:
+    """Images (``(N, H, W, 3) uint8``, or a list of ``(H, W, 3) uint8`` of any sizes) as one
+    ``large_binary`` array of their raw bytes, without per-row Python objects."""
+    flat = [np.ascontiguousarray(im).reshape(-1) for im in images]
+    sizes = np.array([f.size for f in flat], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    data = np.concatenate(flat) if flat else np.zeros(0, np.uint8)
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(flat), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def part_name(index: int) -> str:
@@ -133,24 +182,28 @@ def _fsync_write(path: Path, text: str) -> None:
 
 
 class PartWriter:
-    """Writes one part file; visible under its final name only after :meth:`close`."""
+    """Writes one part file of ``schema`` (the mixtures' by default); visible under its final
+    name only after :meth:`close`."""
 
     def __init__(self, path: Path, fingerprint: str, compression: str = "zstd",
-                 compression_level: int = 3):
+                 compression_level: int = 3, schema: pa.Schema = SCHEMA):
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        schema = SCHEMA.with_metadata({**SCHEMA.metadata, b"fingerprint": fingerprint.encode()})
+        schema = schema.with_metadata({**schema.metadata, b"fingerprint": fingerprint.encode()})
         level = {"compression_level": compression_level} if compression == "zstd" else {}
+        dictionary = [c for c in ("split", "source") if c in schema.names]
         self._writer = pq.ParquetWriter(
-            self.tmp, schema, compression=compression, use_dictionary=["split", "source"],
+            self.tmp, schema, compression=compression, use_dictionary=dictionary,
             write_statistics=False, **level)
         self.rows = 0
 
-    def write(self, batch: Batch) -> None:
-        """Append ``batch`` as one row group."""
-        self._writer.write_table(batch.to_table(), row_group_size=len(batch))
-        self.rows += len(batch)
+    def write(self, batch: Batch | pa.Table) -> None:
+        """Append ``batch`` (a :class:`Batch` or a table of the part's schema) as one row
+        group."""
+        table = batch.to_table() if isinstance(batch, Batch) else batch
+        self._writer.write_table(table, row_group_size=max(1, len(table)))
+        self.rows += len(table)
 
     def close(self) -> None:
         self._writer.close()
@@ -195,53 +248,103 @@ def write_manifest(root: Path, fingerprint: str, splits: dict[str, list[dict[str
     return manifest
 
 
+def join(root: str | Path, *names: str) -> str | Path:
+    """``root / names``: a path for a local root, a URI (query kept last) for a URI root."""
+    return uri_join(str(root), *names) if is_uri(root) else Path(root, *names)
+
+
+def _read_bytes(location: str | Path) -> bytes | None:
+    """The file's bytes, None when it does not exist."""
+    if not is_uri(location):
+        return Path(location).read_bytes() if Path(location).is_file() else None
+    fs, inner = filesystem(str(location))
+    try:
+        with fs.open_input_stream(inner) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _sizes(locations: list[str | Path]) -> list[int | None]:
+    """Each file's size in bytes, None where it does not exist."""
+    import pyarrow.fs as pafs
+
+    out: list[int | None] = []
+    for loc in locations:
+        if not is_uri(loc):
+            out.append(Path(loc).stat().st_size if Path(loc).is_file() else None)
+            continue
+        fs, inner = filesystem(str(loc))
+        info = fs.get_file_info(inner)
+        out.append(info.size if info.type == pafs.FileType.File else None)
+    return out
+
+
+def open_part(location: str | Path) -> pq.ParquetFile:
+    """A part file (a path, or a URI as :func:`iter_row_groups` yields) for reading."""
+    if not is_uri(location):
+        return pq.ParquetFile(location)
+    fs, inner = filesystem(str(location))
+    return pq.ParquetFile(fs.open_input_file(inner))
+
+
 def shard_set_key(root: str | Path) -> str:
     """A content key of the shard set under ``root``: the SHA-1 of its ``manifest.json``,
     which holds the fingerprint of everything that produced the parts (settings, seed, the
     inputs' bytes, the code) and every part's rows and bytes. Resume keys of trainings and
     sweeps hash it. Raises FileNotFoundError when the set has no manifest (unfinished)."""
-    path = Path(root) / MANIFEST
-    if not path.is_file():
+    path = join(root, MANIFEST)
+    data = _read_bytes(path)
+    if data is None:
         raise FileNotFoundError(f"{path}: missing, so the shard set is incomplete; re-run "
                                 "synthesize to finish it")
-    return hashlib.sha1(path.read_bytes()).hexdigest()
+    return hashlib.sha1(data).hexdigest()
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
-    """The manifest of a complete shard set, checked against the files on disk (no decoding).
+    """The manifest of a complete shard set, checked against the files (sizes; no decoding).
+    ``root`` is a folder or a URI (``s3://bucket/shards?endpoint_override=...``).
 
     Raises FileNotFoundError when the set is absent or unfinished and ValueError when the
     manifest and the files disagree."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no shard folder; run `dvc repro synthesize` "
-                                "(or pipelines/synthesize.py) first")
-    path = root / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing, so the shard set is incomplete (a "
-                                "synthesis run was interrupted?); re-run synthesize to finish it")
+    remote = is_uri(root)
+    if not remote:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no shard folder; run `dvc repro synthesize` "
+                                    "(or pipelines/synthesize.py) first")
+    path = join(root, MANIFEST)
     try:
-        manifest = json.loads(path.read_text())
+        data = _read_bytes(path)
+    except OSError as err:  # an unreachable store, missing credentials, no such bucket
+        raise FileNotFoundError(f"{path}: cannot be read ({err})") from None
+    if data is None:
+        raise FileNotFoundError(f"{path}: missing, so the shard set is incomplete (a "
+                                "synthesis run was interrupted, or not uploaded?); re-run "
+                                "synthesize to finish it" + (" and upload it" if remote else ""))
+    try:
+        manifest = json.loads(data)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
     if manifest.get("format_version") != FORMAT_VERSION or manifest.get("encoding") != ENCODING:
         raise ValueError(f"{path}: format {manifest.get('format_version')!r}/"
                          f"{manifest.get('encoding')!r}, this reader understands "
                          f"{FORMAT_VERSION}/{ENCODING}")
-    for split, info in manifest.get("splits", {}).items():
-        for part in info["parts"]:
-            f = root / split / part["file"]
-            if not f.is_file():
-                raise FileNotFoundError(f"{f}: listed in {path} but missing")
-            if f.stat().st_size != part["bytes"]:
-                raise ValueError(f"{f}: {f.stat().st_size} bytes, manifest says {part['bytes']}"
-                                 " (file changed or truncated); re-run synthesize")
+    parts = [(join(root, split, part["file"]), part["bytes"])
+             for split, info in manifest.get("splits", {}).items() for part in info["parts"]]
+    for (f, want), size in zip(parts, _sizes([f for f, _ in parts]), strict=True):
+        if size is None:
+            raise FileNotFoundError(f"{f}: listed in {path} but missing")
+        if size != want:
+            raise ValueError(f"{f}: {size} bytes, manifest says {want}"
+                             " (file changed or truncated); re-run synthesize")
     return manifest
 
 
-def iter_row_groups(root: Path, split: str,
-                    manifest: dict[str, Any]) -> Iterable[tuple[Path, int, int]]:
-    """``(part path, row group index, rows)`` of ``split`` in storage order."""
+def iter_row_groups(root: str | Path, split: str,
+                    manifest: dict[str, Any]) -> Iterable[tuple[str | Path, int, int]]:
+    """``(part location, row group index, rows)`` of ``split`` in storage order; a location is
+    a path, or a URI for a URI root (open it with :func:`open_part`)."""
     for part in manifest["splits"][split]["parts"]:
         for i, rows in enumerate(part["row_groups"]):
-            yield Path(root) / split / part["file"], i, rows
+            yield join(root, split, part["file"]), i, rows

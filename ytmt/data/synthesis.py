@@ -1,13 +1,17 @@
 """Reflection synthesis into shards: the plan of :mod:`ytmt.data.pairing` (which photos
 pair in which split) run in chunks of mixtures made by :mod:`ytmt.data.mixing` (the model
 and how it differs from the authors' code), in-process, on a process pool or as Ray tasks,
-and written as resumable Parquet parts.
+and written as resumable Parquet parts. Beside the mixtures the set holds the real pairs
+(``real_train``, ``real_val``: at their own size, short side at most ``scale_max``) and the
+training photo pool (``photos``), from which the reader composes fresh mixtures per epoch
+with :func:`run_task`, the same code.
 
 Randomness: split membership of the photos and the per-epoch pairing (the photo list is
 reshuffled each epoch and split in halves, T half and R half) are drawn from ``seed`` in the
 parent; each chunk of ``chunk`` mixtures draws its geometry, σ and γ from
-``(seed, split, chunk index)``. So the shards are byte-identical for a seed whatever the
-number of workers or the backend (local processes or Ray tasks).
+``(seed, split, chunk index)`` (and the training epoch, for the reader's fresh mixtures of
+epochs > 0). So the shards are byte-identical for a seed whatever the number of workers or
+the backend (local processes or Ray tasks).
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import json
 import math
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from functools import lru_cache, partial
 from pathlib import Path
@@ -37,18 +42,31 @@ from ytmt.data import mixing, pairing, shards, sources
 from ytmt.data.config import SynthesizeConfig
 from ytmt.data.layout import PairFiles
 from ytmt.data.mixing import Photo, compose, rescaled_crop, rescaled_shape
-from ytmt.data.pairing import Item, Task, check_real_pairs, plan, split_photos
+from ytmt.data.pairing import (
+    Item,
+    Task,
+    check_real_pairs,
+    chunk_tasks,
+    plan,
+    split_photos,
+    split_real_pairs,
+)
 from ytmt.data.progress import Progress
 from ytmt.data.shards import (
     MANIFEST,
+    PHOTO_SCHEMA,
+    PHOTOS,
+    REAL_SCHEMA,
     SPLITS,
     Batch,
     PartWriter,
     part_fingerprint,
     part_name,
+    raw_images,
     write_manifest,
 )
 from ytmt.data.sources import read_index
+from ytmt.fileio import file_digest
 
 # --------------------------------------------------------------------------- one chunk
 
@@ -63,12 +81,6 @@ def _photo(path: str) -> Photo:
     return Photo.of((imageio.decode(data, path) if data is not None else imageio.read(path)).rgb)
 
 
-def _fit(photo: Photo, shape: tuple[int, int]) -> Photo:
-    if photo.array.shape[:2] == shape:
-        return photo
-    return Photo.of(np.asarray(photo.image.resize((shape[1], shape[0]), Image.BICUBIC)))
-
-
 def even_scales(u: np.ndarray, scale_min: int, scale_max: int) -> np.ndarray:
     """Even short sides drawn uniformly from ``[scale_min, scale_max]`` for ``u`` in [0, 1);
     ValueError when the range holds no even size (the config refuses such a range)."""
@@ -78,10 +90,14 @@ def even_scales(u: np.ndarray, scale_min: int, scale_max: int) -> np.ndarray:
     return 2 * (lo + np.minimum((u * (hi - lo + 1)).astype(int), hi - lo))
 
 
-def run_task(task: Task, cfg: SynthesizeConfig) -> Batch:
-    """Synthesise one chunk: load photos, draw geometry/σ/γ, crop, compose. Deterministic."""
+def run_task(task: Task, cfg: SynthesizeConfig,
+             load: Callable[[str], Photo] = _photo) -> Batch:
+    """Synthesise one chunk: load photos (``load(path)``), draw geometry/σ/γ, crop, compose.
+    Deterministic: the draws come from ``(seed, split, chunk)`` and, for ``task.draw`` > 0
+    (a training epoch's fresh mixtures), that epoch."""
     split_index = SPLITS.index(task.split)
-    rng = np.random.default_rng([task.seed, 3, split_index, task.chunk])
+    key = [task.seed, 3, split_index, task.chunk] + ([task.draw] if task.draw else [])
+    rng = np.random.default_rng(key)
     n, size = len(task.items), cfg.size
     u = rng.random((n, 6))
     scales = even_scales(u[:, 0], cfg.scale_min, cfg.scale_max)
@@ -92,9 +108,7 @@ def run_task(task: Task, cfg: SynthesizeConfig) -> Batch:
     r = np.empty_like(t)
     ys, xs = np.zeros(n, int), np.zeros(n, int)
     for i, item in enumerate(task.items):
-        t_img, r_img = _photo(item.t_path), _photo(item.r_path)
-        if item.kind == "real":  # r_img is the blended photo I; T must match its size
-            t_img = _fit(t_img, r_img.array.shape[:2])
+        t_img, r_img = load(item.t_path), load(item.r_path)
         s = int(scales[i])
         (ht, wt), (hr, wr) = (rescaled_shape(*im.array.shape[:2], s) for im in (t_img, r_img))
         ys[i] = int(u[i, 1] * (min(ht, hr) - size + 1))
@@ -102,32 +116,20 @@ def run_task(task: Task, cfg: SynthesizeConfig) -> Batch:
         tc = rescaled_crop(t_img, s, ys[i], xs[i], size, cfg.resample)
         rc = rescaled_crop(r_img, s, ys[i], xs[i], size, cfg.resample)
         t[i], r[i] = (cv2.flip(tc, 1), cv2.flip(rc, 1)) if flips[i] else (tc, rc)
-    real = np.array([it.kind == "real" for it in task.items])
-    if not real.any():
-        mix, _, refl, m = compose(t, r, sigmas, gammas, cfg.kernel_size)
-    else:
-        mix, refl = np.empty_like(t), np.empty_like(t)
-        m = np.zeros(n, np.float32)
-        syn = ~real
-        if syn.any():
-            mix[syn], _, refl[syn], m[syn] = compose(t[syn], r[syn], sigmas[syn],
-                                                     gammas[syn], cfg.kernel_size)
-        mix[real] = r[real]  # r holds the real mixture I: R = clip(I − T, 0, 1)
-        refl[real] = np.maximum(r[real], t[real]) - t[real]
+    mix, _, refl, m = compose(t, r, sigmas, gammas, cfg.kernel_size)
     meta = {
         "id": [f"{task.split}-{task.first_row + i:06d}" for i in range(n)],
         "split": [task.split] * n,
-        "source": ["real" if x else "synthetic" for x in real],
-        "is_real": real.tolist(),
+        "source": [it.kind for it in task.items],
+        "is_real": [False] * n,
         "t_id": [it.t_id for it in task.items],
         "r_id": [it.r_id for it in task.items],
         "epoch": [it.epoch for it in task.items],
         "height": [size] * n, "width": [size] * n,
         "scale": scales.tolist(), "flip": flips.tolist(),
         "crop_y": ys.tolist(), "crop_x": xs.tolist(),
-        "kernel_size": np.where(real, 0, cfg.kernel_size).tolist(),
-        "sigma": np.where(real, 0.0, sigmas).tolist(),
-        "gamma": np.where(real, 0.0, gammas).tolist(),
+        "kernel_size": [cfg.kernel_size] * n,
+        "sigma": sigmas.tolist(), "gamma": gammas.tolist(),
         "overflow": m.tolist(),
     }
     return Batch(mix, t, refl, meta)
@@ -223,14 +225,6 @@ def _map_ray(tasks: list[Task], cfg: SynthesizeConfig) -> Iterator[Batch]:
 # --------------------------------------------------------------------------- the stage
 
 
-def _file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _code_identity() -> list[str]:
     """What turns photos into the shards' bytes besides the settings: the source of this
     module, of the plan (:mod:`ytmt.data.pairing`), of the model (:mod:`ytmt.data.mixing`),
@@ -238,23 +232,22 @@ def _code_identity() -> list[str]:
     decoder (:mod:`ytmt.imageio`), and the versions of the libraries doing the pixel and
     Parquet work."""
     modules = (sys.modules[__name__], pairing, mixing, shards, sources, imageio)
-    code = [_file_digest(m.__file__) for m in modules]
+    code = [file_digest(m.__file__) for m in modules]
     return code + [f"{lib.__name__} {lib.__version__}" for lib in (np, cv2, PIL, pa)]
 
 
 def fingerprint(cfg: SynthesizeConfig, seed: int, entries: list[dict[str, Any]],
-                real_pairs: Sequence[PairFiles]) -> str:
+                real_pairs: Sequence[PairFiles], real_val: int = 0) -> str:
     """Hash of everything that determines the shards' bytes (not the worker layout): the
     settings, the seed, the inputs' names and contents (SHA-256 of every file, about
     1 GB/s here: 7 ms for the default photos, seconds for VOC) and the code
     (:func:`_code_identity`). Parts of an interrupted run are kept only when it matches."""
-    settings = {k: v for k, v in asdict(cfg).items()
-                if k not in ("workers", "backend", "ray_address")}
-    photos = [(e["id"], e["file"], _file_digest(e["path"])) for e in entries]
-    reals = [(p.name, _file_digest(p.blended), _file_digest(p.transmission))
+    settings = synthesis_settings(cfg)
+    photos = [(e["id"], e["file"], file_digest(e["path"])) for e in entries]
+    reals = [(p.name, file_digest(p.blended), file_digest(p.transmission))
              for p in real_pairs]
-    blob = json.dumps([settings, seed, photos, reals, _code_identity()], sort_keys=True,
-                      default=list)
+    blob = json.dumps([settings, seed, photos, reals, real_val, _code_identity()],
+                      sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -288,9 +281,8 @@ def _prepare_parts(out: Path, plans: dict[str, list[Item]], cfg: SynthesizeConfi
                 resumed += 1
                 continue
             path.unlink(missing_ok=True)
-            work.append((split, p, [Task(split, s // cfg.chunk, s,
-                                         tuple(items[s:s + cfg.chunk]), seed)
-                                    for s in range(lo, hi, cfg.chunk)]))
+            tasks = chunk_tasks(split, items, cfg.chunk, seed)
+            work.append((split, p, tasks[lo // cfg.chunk:math.ceil(hi / cfg.chunk)]))
     return parts, work, resumed
 
 
@@ -324,34 +316,119 @@ def _write_parts(out: Path, work: list[tuple[str, int, list[Task]]], cfg: Synthe
     return todo_rows, stats
 
 
-def synthesize_shards(images: str | Path, out: str | Path, cfg: SynthesizeConfig, seed: int,
-                      real_pairs: Sequence[PairFiles] = ()) -> dict[str, Any]:
-    """Write train / val / test shards of ``images`` (+ real pairs) to ``out``.
+def _bounded_pair(pair: PairFiles, max_short: int) -> tuple[np.ndarray, np.ndarray]:
+    """A real pair's I and T as ``(H, W, 3) uint8`` of one size: T resized (bicubic) to I's
+    size if they differ, both shrunk (area) so that the short side is at most ``max_short``
+    (the largest rescale the training transform draws, so nothing it could use is lost)."""
+    blended = imageio.read(pair.blended).rgb
+    trans = imageio.read(pair.transmission).rgb
+    h, w = blended.shape[:2]
+    if trans.shape[:2] != (h, w):
+        trans = np.asarray(Image.fromarray(trans).resize((w, h), Image.BICUBIC))
+    if min(h, w) > max_short:
+        h1, w1 = rescaled_shape(h, w, max_short)
+        blended, trans = (cv2.resize(im, (w1, h1), interpolation=cv2.INTER_AREA)
+                          for im in (blended, trans))
+    return blended, trans
 
-    Finished parts of an earlier, interrupted run with the same :func:`fingerprint` are kept;
-    the manifest is written last. Returns the metrics dict."""
+
+def _write_single_part(out: Path, split: str, table: pa.Table, fp: str,
+                       cfg: SynthesizeConfig, compression: str) -> list[dict[str, Any]]:
+    """``table`` as ``out/split/part-00000.parquet`` (one row group; the folder's other files
+    removed); the manifest entries of the split."""
+    folder = out / split
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    if len(table) == 0:
+        folder.mkdir(parents=True)
+        return []
+    writer = PartWriter(folder / part_name(0), fp, compression, cfg.compression_level,
+                        schema=table.schema)
+    try:
+        writer.write(table)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return [{"file": part_name(0), "rows": len(table), "row_groups": [len(table)]}]
+
+
+def _real_table(pairs: Sequence[PairFiles], split: str, max_short: int) -> pa.Table:
+    images = [_bounded_pair(p, max_short) for p in pairs]
+    return pa.table({
+        "id": [f"{split}-{i:06d}" for i in range(len(pairs))],
+        "name": [p.name for p in pairs],
+        "height": [im[0].shape[0] for im in images],
+        "width": [im[0].shape[1] for im in images],
+        "blended": raw_images([im[0] for im in images]),
+        "transmission": raw_images([im[1] for im in images]),
+    }, schema=REAL_SCHEMA)
+
+
+def _photo_table(photos: list[dict[str, Any]]) -> pa.Table:
+    """The training photo pool in the plan's order, each photo's file bytes as they are."""
+    return pa.table({"id": [e["id"] for e in photos], "path": [str(e["path"]) for e in photos],
+                     "data": [Path(e["path"]).read_bytes() for e in photos]},
+                    schema=PHOTO_SCHEMA)
+
+
+def _write_real_and_photos(out: Path, real_pairs: Sequence[PairFiles], real_val: int,
+                           photos: list[dict[str, Any]], cfg: SynthesizeConfig,
+                           fp: str) -> dict[str, list[dict[str, Any]]]:
+    """The ``real_train``, ``real_val`` and ``photos`` splits (rewritten every run: a few
+    seconds); their manifest entries."""
+    train, val = split_real_pairs(real_pairs, real_val)
+    parts = {}
+    for split, pairs in (("real_train", train), ("real_val", val)):
+        parts[split] = _write_single_part(out, split, _real_table(pairs, split, cfg.scale_max),
+                                          fp, cfg, cfg.compression)
+    # JPEG/PNG bytes do not compress: stored plainly
+    parts[PHOTOS] = _write_single_part(out, PHOTOS, _photo_table(photos), fp, cfg, "none")
+    return parts
+
+
+def synthesis_settings(cfg: SynthesizeConfig) -> dict[str, Any]:
+    """The settings that determine the mixtures' bytes (not the worker layout), as the
+    manifest records them for the reader's fresh mixtures."""
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in ("workers", "backend", "ray_address")}
+
+
+def synthesize_shards(images: str | Path, out: str | Path, cfg: SynthesizeConfig, seed: int,
+                      real_pairs: Sequence[PairFiles] = (), real_val: int = 0) -> dict[str, Any]:
+    """Write train / val / test shards of ``images`` to ``out``, the real pairs as
+    ``real_train`` / ``real_val`` (``real_val``: :func:`ytmt.data.pairing.real_val_pair`)
+    and the training photos as ``photos``.
+
+    Finished mixture parts of an earlier, interrupted run with the same :func:`fingerprint`
+    are kept; the manifest is written last. Returns the metrics dict."""
     t0 = time.monotonic()
     out = Path(out)
     entries = read_index(images)
     real_ok, real_skipped = check_real_pairs(real_pairs, 1)
-    fp = fingerprint(cfg, seed, entries, real_ok)
-    plans = plan(entries, real_ok, cfg, seed)
+    fp = fingerprint(cfg, seed, entries, real_ok, real_val)
+    plans = plan(entries, cfg, seed)
+    pools = split_photos(entries, cfg, seed)
     (out / MANIFEST).unlink(missing_ok=True)
     parts, work, resumed = _prepare_parts(out, plans, cfg, seed, fp)
     if resumed:
         print(f"synthesize: keeping {resumed} finished part(s) of an earlier run", flush=True)
     todo_rows, stats = _write_parts(out, work, cfg, fp)
-    manifest = write_manifest(out, fp, parts, {"size": [cfg.size, cfg.size], "seed": seed})
+    parts.update(_write_real_and_photos(out, real_ok, real_val, pools["train"], cfg, fp))
+    manifest = write_manifest(out, fp, parts, {"size": [cfg.size, cfg.size], "seed": seed,
+                                               "synthesis": synthesis_settings(cfg),
+                                               "real_val_every": real_val})
     seconds = time.monotonic() - t0
-    pools = split_photos(entries, cfg, seed)
+    splits = (*SPLITS, "real_train", "real_val", PHOTOS)
     return {
         "splits": {s: {"rows": manifest["splits"][s]["rows"],
-                       "real": sum(it.kind == "real" for it in plans[s]),
                        "parts": len(manifest["splits"][s]["parts"]),
                        "bytes": sum(p["bytes"] for p in manifest["splits"][s]["parts"])}
-                   for s in SPLITS},
+                   for s in splits},
         "photos": {s: len(pools[s]) for s in SPLITS},
         "real_pairs": {"found": len(real_pairs), "used": len(real_ok),
+                       "train": manifest["splits"]["real_train"]["rows"],
+                       "val": manifest["splits"]["real_val"]["rows"],
                        "skipped": sum(real_skipped.values()),
                        "skipped_by_reason": dict(real_skipped)},
         "overflow_fraction": stats["overflowed"] / max(1, stats["synthetic"]),

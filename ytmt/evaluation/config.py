@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ytmt.config import ConfigError, bounded
+from ytmt.metric_names import Protocol, validation_metrics
 from ytmt.precision import Precision
-
-Protocol = Literal["paper", "strict"]
 
 
 @dataclass(frozen=True)
@@ -26,9 +25,16 @@ class EvaluateConfig:
     resolved value. ``visual_cases``: best and worst images per set drawn as input/T̂/R̂/T
     grids.
     ``experiment``: MLflow experiment for models without a training run to log into.
-    ``tracking_uri`` null: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``.
+    ``tracking_uri`` null: the store the models were trained into (their ``info.json``), else
+    the training section's, ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``.
     ``imported``: name → folder of a model made by ``ytmt import-authors`` (its ``model.pt``
     and ``info.json``), scored beside the trained ones under that name.
+    ``workers``: 0 scores everything in this process; N > 0 splits models × images over N
+    Ray workers (:mod:`ytmt.evaluation.fanout`) of ``cpus_per_worker`` CPUs each (their
+    torch threads: ``torch_threads``, else the whole CPUs they hold), on ``ray_address``
+    (null: ``$RAY_ADDRESS`` or a local Ray). ``use_gpu`` null: each worker takes
+    ``gpus_per_worker`` GPU when the cluster has GPUs; true requires them; false never.
+    The outputs are the same files and MLflow entries as with ``workers: 0``.
     """
 
     protocols: tuple[Protocol, ...] = ("paper", "strict")
@@ -43,9 +49,17 @@ class EvaluateConfig:
     experiment: str = "ytmt-evaluate"
     tracking_uri: str | None = None
     imported: dict[str, str] = field(default_factory=dict)
+    workers: int = bounded(0, ge=0)
+    cpus_per_worker: float = bounded(1.0, gt=0)
+    use_gpu: bool | None = None
+    gpus_per_worker: float = bounded(1.0, gt=0)
+    ray_address: str | None = None
 
     def validate(self) -> None:
         self._validate_imported()
+        if self.workers and self.device != "cpu":
+            raise ConfigError(f"device = {self.device!r}: with workers > 0 the workers run on "
+                              "a GPU by use_gpu; leave device: cpu")
         if not self.protocols:
             raise ConfigError("protocols: list at least one of 'paper', 'strict'")
         if len(set(self.protocols)) != len(self.protocols):
@@ -76,11 +90,14 @@ class RegisterConfig:
     alias ``alias`` (champion) moves to the version with the best validation ``metric``
     (``mode`` max or min; a validation metric of training, never a test-set score), and each
     variant's best version gets an alias named after the variant (``models:/ytmt@ytmt-ucs``).
+    ``real_metric``: when every model has it (trained on shards with held-out real pairs,
+    ``data.real_val``), the choice is made on it instead of ``metric``; null: never.
     """
 
     model_name: str = "ytmt"
     alias: str = "champion"
     metric: str = "val_psnr_t"
+    real_metric: str | None = "val_real_psnr_t"
     mode: Literal["max", "min"] = "max"
     tracking_uri: str | None = None
 
@@ -94,6 +111,11 @@ class RegisterConfig:
                 re.fullmatch(r"v\d+", self.alias):
             raise ConfigError(f"alias = {self.alias!r}: letters, digits, '_' and '-'; not "
                               "'latest' or 'v<number>' (reserved by MLflow)")
-        if not self.metric.startswith("val_"):
-            raise ConfigError(f"metric = {self.metric!r}: the champion is chosen by a "
-                              "validation metric (val_*), never by a test set")
+        for key in ("metric", "real_metric"):
+            value = getattr(self, key)
+            if value is not None and not value.startswith("val_"):
+                raise ConfigError(f"{key} = {value!r}: the champion is chosen by a "
+                                  "validation metric (val_*), never by a test set")
+            if value is not None and value not in validation_metrics():
+                raise ConfigError(f"{key} = {value!r}: training logs no such metric; "
+                                  f"choose from {', '.join(validation_metrics())}")

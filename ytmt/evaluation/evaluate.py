@@ -18,12 +18,13 @@ stay finite.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Generator, Iterator
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class ModelEntry:
     vgg_weights: str | None
     epochs: int = 0
     source: str | None = None  # imported models (evaluate.imported): the file they came from
+    tracking_uri: str | None = None  # the store its training run is in (info.json)
 
     @property
     def key(self) -> str:
@@ -75,7 +77,7 @@ def _entry(folder: Path) -> ModelEntry:
     return ModelEntry(variant=info.variant, seed=int(info.seed), path=str(path.resolve()),
                       run_id=info.mlflow_run_id, model_uri=info.model_uri,
                       val_metrics=info.val_metrics, vgg_weights=info.vgg_weights,
-                      epochs=int(info.epochs))
+                      epochs=int(info.epochs), tracking_uri=info.tracking_uri)
 
 
 def discover_models(models_dir: str | Path, runs=None, required: bool = True
@@ -191,19 +193,21 @@ class Sample:
     reflection_source: str
 
 
-def iter_samples(eval_set: EvalSet, max_images: int | None = None) -> Iterator[Sample]:
-    """The images of a present set, one at a time."""
+def iter_samples(eval_set: EvalSet, max_images: int | None = None, start: int = 0,
+                 stop: int | None = None) -> Iterator[Sample]:
+    """The images of a present set, one at a time: positions ``start`` to ``stop`` (excluded;
+    None: the end) of the first ``max_images`` (None: all). A benchmark reads only the pairs
+    in that range; the synthetic split decodes its shards up to ``stop``."""
+    end = max_images if stop is None else min(stop, max_images or stop)
     if eval_set.kind == "synthetic":
-        gen = iter_synthetic(eval_set.path)
-    else:
-        from ytmt.data.benchmarks import read_benchmark
+        yield from itertools.islice(iter_synthetic(eval_set.path), start, end)
+        return
+    from ytmt.data.benchmarks import read_pair
+    from ytmt.data.layout import find_pairs
 
-        gen = (Sample(p.name, p.mixture, p.transmission, p.reflection, p.reflection_source)
-               for p in read_benchmark(eval_set.path))
-    for i, sample in enumerate(gen):
-        if max_images is not None and i >= max_images:
-            return
-        yield sample
+    for files in find_pairs(eval_set.path)[start:end]:
+        p = read_pair(files)
+        yield Sample(p.name, p.mixture, p.transmission, p.reflection, p.reflection_source)
 
 
 def iter_synthetic(root: str | Path, split: str = "test") -> Iterator[Sample]:
@@ -225,6 +229,7 @@ class Case:
     score: float
     name: str
     images: tuple[np.ndarray, ...]  # uint8 input, T̂, R̂, T
+    index: int = 0  # the image's position in its set
 
 
 def ranking_metric(protocols: tuple[str, ...]) -> str:
@@ -241,24 +246,40 @@ class Cases:
     best: list[Case] = field(default_factory=list)
     worst: list[Case] = field(default_factory=list)
 
-    def offer(self, score: float, name: str, images: tuple[np.ndarray, ...]) -> None:
+    def offer(self, score: float, name: str, images: tuple[np.ndarray, ...],
+              index: int = 0) -> None:
         if self.k == 0:
             return
         from ytmt.metrics import to_uint8
 
-        case = Case(score, name, tuple(to_uint8(im) for im in images))
+        self.add(Case(score, name, tuple(to_uint8(im) for im in images), index))
+
+    def add(self, case: Case) -> None:
+        """Keep ``case`` if it is among the ``k`` best or worst so far; ties keep the case
+        offered first, so offering images in their set's order decides ties the same way
+        however the set was split."""
         self.best = sorted([*self.best, case], key=lambda c: -c.score)[:self.k]
         self.worst = sorted([*self.worst, case], key=lambda c: c.score)[:self.k]
 
+    def candidates(self) -> list[Case]:
+        """The cases kept (best and worst, each once) in their set's order: offered in that
+        order to the :class:`Cases` of the whole set, the candidates of its parts give the
+        same best and worst as scoring the set in one piece."""
+        kept = {c.index: c for c in [*self.best, *self.worst]}
+        return [kept[i] for i in sorted(kept)]
+
 
 def evaluate_model_on_set(model, eval_set: EvalSet, cfg: EvaluateConfig,
-                          progress=None) -> tuple[list[dict[str, Any]], Cases]:
-    """Per-image rows (``image``, ``reflection_source``, metrics) and the best/worst cases."""
+                          progress=None, start: int = 0,
+                          stop: int | None = None) -> tuple[list[dict[str, Any]], Cases]:
+    """Per-image rows (``image``, ``reflection_source``, metrics) and the best/worst cases
+    of the set's images ``start`` to ``stop`` (:func:`iter_samples`)."""
     from ytmt.inference import separate
 
     rows: list[dict[str, Any]] = []
     cases = Cases(cfg.visual_cases)
-    for sample in iter_samples(eval_set, cfg.max_images):
+    samples = iter_samples(eval_set, cfg.max_images, start, stop)
+    for index, sample in enumerate(samples, start):
         t_hat, r_hat = separate(model, sample.mixture, tile=cfg.tile or None,
                                 overlap=cfg.overlap, device=cfg.device,
                                 precision=cfg.precision)
@@ -267,14 +288,10 @@ def evaluate_model_on_set(model, eval_set: EvalSet, cfg: EvaluateConfig,
         rows.append({"image": sample.name, "reflection_source": sample.reflection_source,
                      **scores})
         cases.offer(scores[ranking_metric(cfg.protocols)], sample.name,
-                    (sample.mixture, t_hat, r_hat, sample.transmission))
+                    (sample.mixture, t_hat, r_hat, sample.transmission), index)
         if progress is not None:
             progress()
     return rows, cases
-
-
-# --------------------------------------------------------------------------- outputs
-
 
 
 # --------------------------------------------------------------------------- the stage
@@ -295,15 +312,43 @@ def bound_primitive_cache(cfg: EvaluateConfig) -> Iterator[None]:
     that has not yet run a convolution, like the evaluate stage's. The variable is set only
     inside the ``with`` block (oneDNN reads it at its first primitive): a process that
     evaluates and then starts others (a notebook, the test suite) does not hand a cache-less
-    oneDNN to them; training without the cache ran at half speed."""
-    if cfg.tile != 0 or cfg.device != "cpu" or PRIMITIVE_CACHE_ENV in os.environ:
+    oneDNN to them; training without the cache ran at half speed. Ray workers of
+    ``evaluate.workers`` get the same setting from :func:`primitive_cache_env` (they are
+    processes of their own that only evaluate)."""
+    env = primitive_cache_env(cfg, cfg.device)
+    if not env:
         yield
         return
-    os.environ[PRIMITIVE_CACHE_ENV] = "0"
+    os.environ.update(env)
     try:
         yield
     finally:
         os.environ.pop(PRIMITIVE_CACHE_ENV, None)
+
+
+def primitive_cache_env(cfg: EvaluateConfig, device: str) -> dict[str, str]:
+    """The environment that turns oneDNN's primitive cache off for whole-image scoring on
+    ``device`` (:func:`bound_primitive_cache`): empty for tiles, a GPU, or a user's own
+    ``$ONEDNN_PRIMITIVE_CACHE_CAPACITY``."""
+    if cfg.tile != 0 or device != "cpu" or PRIMITIVE_CACHE_ENV in os.environ:
+        return {}
+    return {PRIMITIVE_CACHE_ENV: "0"}
+
+
+def training_store(entries: list[ModelEntry]) -> str | None:
+    """The tracking store the models' training runs are in (their ``info.json``), which
+    evaluation logs to when ``evaluate.tracking_uri`` is null: a run trained with
+    ``--tracking-uri`` or another ``$MLFLOW_TRACKING_URI`` is followed, never replaced by an
+    evaluation run in this process's default store. None when no model records one;
+    :class:`ConfigError` when they disagree (set ``evaluate.tracking_uri`` to choose)."""
+    from ytmt.config import ConfigError
+
+    stores = sorted({e.tracking_uri for e in entries if e.tracking_uri})
+    if len(stores) > 1:
+        owners = {s: [e.key for e in entries if e.tracking_uri == s] for s in stores}
+        raise ConfigError(f"the models were trained into {len(stores)} tracking stores "
+                          f"({owners}); set evaluate.tracking_uri to the one to log to")
+    return stores[0] if stores else None
 
 
 def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Path | None,
@@ -313,8 +358,11 @@ def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Pa
     """Score every model on every present set, write the outputs (module docstring) and log
     to MLflow. Returns the summary (also ``out/summary.json``). ``out`` is built in a
     temporary sibling folder and swapped in at the end: an interrupted run leaves the previous
-    results (or nothing), never a half-written folder. ``tracking_uri`` (e.g. the training
-    section's) is used when ``cfg.tracking_uri`` is null."""
+    results (or nothing), never a half-written folder. The store logged to is
+    ``cfg.tracking_uri``, else the one the models were trained into (:func:`training_store`),
+    else ``tracking_uri`` (e.g. the training section's). ``cfg.workers`` > 0 fans the
+    scoring out over Ray workers (:mod:`ytmt.evaluation.fanout`); the files and MLflow
+    entries are the same as in this process."""
     import torch
 
     from ytmt.tracking import check_tracking_uri, resolve_tracking_uri
@@ -323,14 +371,16 @@ def run_evaluation(cfg: EvaluateConfig, models_dir: str | Path, shards: str | Pa
     entries = discover_models(models_dir, runs, required=not cfg.imported)
     entries += discover_imported(cfg.imported)
     sets = plan_sets(cfg, shards, manifest)
-    tracking_uri = resolve_tracking_uri(cfg.tracking_uri or tracking_uri)
+    tracking_uri = resolve_tracking_uri(cfg.tracking_uri or training_store(entries)
+                                        or tracking_uri)
     if log_mlflow:
         check_tracking_uri(tracking_uri)
-    if cfg.torch_threads:
+    if cfg.torch_threads and not cfg.workers:
         torch.set_num_threads(cfg.torch_threads)
     out = partial_dir(final)
     try:
-        with bound_primitive_cache(cfg):
+        # fanned out, this process runs no convolution: the workers get the setting
+        with bound_primitive_cache(cfg) if not cfg.workers else nullcontext():
             summary = _evaluate_into(cfg, entries, sets, out, tracking_uri, log_mlflow)
         replace_dir(out, final)
     finally:
@@ -352,17 +402,34 @@ class Scored:
     csv: Path
 
 
-def _score_entry(entry: ModelEntry, present: list[EvalSet], cfg: EvaluateConfig, out: Path,
-                 columns: list[str], bar) -> Scored:
-    """One model on every present set; its files are written under ``out``."""
+#: one model on one set: its per-image rows (in the set's order) and best/worst cases
+SetResult = tuple[list[dict[str, Any]], Cases]
+
+
+def _score_here(cfg: EvaluateConfig, entries: list[ModelEntry], present: list[EvalSet],
+                bar) -> Iterator[tuple[ModelEntry, dict[str, SetResult], str]]:
+    """Each model on every present set in this process, one model at a time: (entry, set
+    name → result, the resolved precision)."""
     from ytmt.checkpoint import model_from_checkpoint
 
-    model = model_from_checkpoint(entry.path).to(cfg.device)
+    precision = resolve_precision(cfg.precision, cfg.device)
+    for entry in entries:
+        model = model_from_checkpoint(entry.path).to(cfg.device)
+        results: dict[str, SetResult] = {}
+        for s in present:
+            bar.set_postfix_str(f"{entry.key} {s.name}")
+            results[s.name] = evaluate_model_on_set(model, s, cfg,
+                                                    progress=lambda: bar.update(1))
+        yield entry, results, precision
+
+
+def _write_entry(entry: ModelEntry, present: list[EvalSet], results: dict[str, SetResult],
+                 cfg: EvaluateConfig, out: Path, columns: list[str]) -> Scored:
+    """One model's results on every present set; its files are written under ``out``."""
     scored = Scored([], {}, {}, out / "per_model" / f"{entry.variant}_seed{entry.seed}.csv")
     rank = ranking_metric(cfg.protocols)
     for s in present:
-        bar.set_postfix_str(f"{entry.key} {s.name}")
-        rows, cases = evaluate_model_on_set(model, s, cfg, progress=lambda: bar.update(1))
+        rows, cases = results[s.name]
         if not rows:
             continue
         scored.rows += [{"variant": entry.variant, "seed": entry.seed, "set": s.name, **r}
@@ -381,6 +448,17 @@ def _score_entry(entry: ModelEntry, present: list[EvalSet], cfg: EvaluateConfig,
                 scored.grids[(s.name, which)] = png
     atomic_write_text(scored.csv, rows_to_csv(scored.rows, columns))
     return scored
+
+
+def _scored(cfg: EvaluateConfig, entries: list[ModelEntry], present: list[EvalSet],
+            bar) -> Generator[tuple[ModelEntry, dict[str, SetResult], str], None, None]:
+    """The models' results in ``entries``' order: in this process (``workers: 0``) or from
+    Ray workers (:func:`ytmt.evaluation.fanout.score_models`)."""
+    if not cfg.workers:
+        return _score_here(cfg, entries, present, bar)
+    from ytmt.evaluation.fanout import score_models
+
+    return score_models(cfg, entries, present, bar)
 
 
 def _evaluate_into(cfg: EvaluateConfig, entries: list[ModelEntry], sets: list[EvalSet],
@@ -402,9 +480,12 @@ def _evaluate_into(cfg: EvaluateConfig, entries: list[ModelEntry], sets: list[Ev
     per_model: dict[str, dict[str, dict[str, float]]] = {}
     models_out: list[dict[str, Any]] = []
     total = len(entries) * sum(min(s.count, cfg.max_images or s.count) for s in present)
-    with tqdm(total=total, unit="img", desc="evaluate") as bar:
-        for entry in entries:
-            scored = _score_entry(entry, present, cfg, out, columns, bar)
+    precisions: set[str] = set()
+    with tqdm(total=total, unit="img", desc="evaluate") as bar, \
+            closing(_scored(cfg, entries, present, bar)) as scored_models:
+        for entry, results, precision in scored_models:
+            precisions.add(precision)
+            scored = _write_entry(entry, present, results, cfg, out, columns)
             all_rows += scored.rows
             per_model[entry.key] = scored.means
             run_id = entry.run_id
@@ -418,7 +499,8 @@ def _evaluate_into(cfg: EvaluateConfig, entries: list[ModelEntry], sets: list[Ev
                      for s in sets}
     summary = {
         "protocols": list(cfg.protocols),
-        "precision": resolve_precision(cfg.precision, cfg.device),
+        "precision": ", ".join(sorted(precisions)) or resolve_precision(cfg.precision,
+                                                                         cfg.device),
         "tracking_uri": tracking_uri if log_mlflow else None,
         "sets": [{**asdict(s), "scored": scored_counts[s.name]} for s in sets],
         "models": models_out,

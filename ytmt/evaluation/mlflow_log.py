@@ -34,12 +34,16 @@ def model_id(model_uri: str | None) -> str | None:
 def run_for(entry, tracking_uri: str, experiment: str) -> str:
     """The entry's training run when it exists in this store, else the evaluation run of
     its checkpoint (found again on a re-run, with provenance tags)."""
+    from mlflow.exceptions import MlflowException
+
     c = tracking.client(tracking_uri)
     if entry.run_id:
         try:
             c.get_run(entry.run_id)
             return entry.run_id
-        except Exception as err:  # noqa: BLE001 - MlflowException: run unknown in this store
+        except MlflowException as err:  # only "unknown here"; a connection error surfaces
+            if not tracking.is_not_found(err):
+                raise
             log.warning("%s: MLflow run %s not found in %s (%s); logging to a new run",
                         entry.key, entry.run_id, tracking_uri, err)
     _, run, _ = tracking.open_run(

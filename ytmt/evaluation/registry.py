@@ -5,7 +5,9 @@ evaluated model (variant × seed); each version is tagged with its variant, seed
 metric and test-set means. Aliases:
 
 - ``champion`` (``register.alias``): the version with the best ``register.metric`` (a
-  validation metric of training, ``val_psnr_t`` by default; never a test-set number);
+  validation metric of training, ``val_psnr_t`` by default; never a test-set number), or
+  ``register.real_metric`` (``val_real_psnr_t``: the held-out real pairs) when every model
+  has it;
 - one alias per variant, named after it (``models:/ytmt@ytmt-uct``): that variant's best seed.
 
 Re-running is idempotent: a model already registered (same logged-model URI) keeps its version
@@ -23,6 +25,7 @@ from typing import Any
 
 from ytmt.evaluation.config import RegisterConfig
 from ytmt.fileio import atomic_write_text
+from ytmt.tracking import filter_value, is_not_found
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,15 @@ def _validation_value(model: dict[str, Any], metric: str, client) -> float | Non
     if value is None and model.get("run_id"):
         value = client.get_run(model["run_id"]).data.metrics.get(metric)
     return float(value) if value is not None else None
+
+
+def choose_metric(models: list[dict[str, Any]], cfg: RegisterConfig, client) -> str:
+    """``cfg.real_metric`` when every model has it (held-out real pairs were scored beside
+    the synthetic validation split), else ``cfg.metric``."""
+    real = cfg.real_metric
+    if real and models and all(_validation_value(m, real, client) is not None for m in models):
+        return real
+    return cfg.metric
 
 
 def _ensure_logged(model: dict[str, Any], tracking_uri: str) -> str:
@@ -56,7 +68,8 @@ def _ensure_logged(model: dict[str, Any], tracking_uri: str) -> str:
 
 
 def _existing_versions(client, name: str) -> dict[str, Any]:
-    return {mv.tags.get(TAG_URI): mv for mv in client.search_model_versions(f"name='{name}'")
+    where = f"name={filter_value(name, 'register.model_name')}"
+    return {mv.tags.get(TAG_URI): mv for mv in client.search_model_versions(where)
             if mv.tags.get(TAG_URI)}
 
 
@@ -88,32 +101,36 @@ def register_models(summary: dict[str, Any], cfg: RegisterConfig,
     """Register the models of an evaluation ``summary`` (``outputs/eval/summary.json``) and
     set the aliases. Returns what ``outputs/registry.json`` holds."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from ytmt.tracking import check_tracking_uri, client, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri or cfg.tracking_uri or summary.get("tracking_uri"))
     check_tracking_uri(uri)
-    c = client(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    mlflow.set_registry_uri(uri)  # before the client, which takes its registry from here
+    c = client(uri)
     name = cfg.model_name
     if not summary.get("models"):
         raise ValueError("the evaluation summary lists no models; nothing to register")
     try:
         c.get_registered_model(name)
-    except Exception:  # noqa: BLE001 - RESOURCE_DOES_NOT_EXIST
+    except MlflowException as err:  # only "does not exist yet"; a connection error surfaces
+        if not is_not_found(err):
+            raise
         c.create_registered_model(name, description="YTMT reflection separation models "
                                   "(pyfunc: base64 image in, transmission/reflection PNGs out)")
     existing = _existing_versions(c, name)
+    metric = choose_metric(summary["models"], cfg, c)
     versions: list[dict[str, Any]] = []
     for model in summary["models"]:
         model_uri = _ensure_logged(model, uri)
-        value = _validation_value(model, cfg.metric, c)
+        value = _validation_value(model, metric, c)
         mv = existing.get(model_uri)
         if mv is None:
             mv = _register_version(model_uri, name)
         tags = {"variant": model["variant"], "seed": str(model["seed"]),
-                "vgg_weights": str(model.get("vgg_weights")), cfg.metric: str(value)}
+                "vgg_weights": str(model.get("vgg_weights")), metric: str(value)}
         for set_name, metrics in (model.get("sets") or {}).items():
             for key in ("psnr_t", "ssim_t"):
                 if key in metrics:
@@ -125,7 +142,7 @@ def register_models(summary: dict[str, Any], cfg: RegisterConfig,
                          "run_id": model.get("run_id"), "value": value})
     scored = [v for v in versions if v["value"] is not None]
     if not scored:
-        raise NoChampion(f"no evaluated model has the validation metric {cfg.metric!r} (in its "
+        raise NoChampion(f"no evaluated model has the validation metric {metric!r} (in its "
                          "training JSON or MLflow run); set register.metric to one it logs")
     aliases: dict[str, int] = {}
     champion = pick_best(scored, cfg.mode)
@@ -137,9 +154,9 @@ def register_models(summary: dict[str, Any], cfg: RegisterConfig,
             c.set_registered_model_alias(name, variant, str(best["version"]))
             aliases[variant] = best["version"]
     log.info("%s: alias %s -> version %s (%s seed %s, %s = %.4f)", name, cfg.alias,
-             champion["version"], champion["variant"], champion["seed"], cfg.metric,
+             champion["version"], champion["variant"], champion["seed"], metric,
              champion["value"])
-    return {"tracking_uri": uri, "model_name": name, "metric": cfg.metric, "mode": cfg.mode,
+    return {"tracking_uri": uri, "model_name": name, "metric": metric, "mode": cfg.mode,
             "champion": {**champion, "alias": cfg.alias, "uri": f"models:/{name}@{cfg.alias}"},
             "aliases": aliases, "versions": versions}
 

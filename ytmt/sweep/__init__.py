@@ -5,7 +5,7 @@ module                      what it holds
 ==========================  ==============================================================
 ``ytmt.sweep.config``       ``TuneConfig``, params.yaml's ``tune`` section
 ``ytmt.sweep.space``        the search space: validation (no Ray) and Tune domains
-``ytmt.sweep.plan``         variant, resume key, storage and resource checks (no Ray)
+``ytmt.sweep.plan``         a trial's params and resources, resume key, storage (no Ray)
 ``ytmt.sweep.records``      best trial, ``trials.csv`` rows, output files, tags (no Ray)
 ``ytmt.sweep.trial``        one trial: its MLflow child run and Ray Train fit
 ``ytmt.sweep.recorder``     ``SweepRecorder``: scheduler decisions onto MLflow runs

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ytmt.config import ConfigError, bounded
+from ytmt.metric_names import validation_metrics
 from ytmt.sweep.space import validate_space
 
 
@@ -24,18 +25,22 @@ _OVERRIDABLE_SECTIONS = ("model", "loss", "train")
 class TuneConfig:
     """The loss-weight sweep (params.yaml ``tune``; :mod:`ytmt.sweep`).
 
-    Each trial trains ``variant`` (single-stage) for at most ``epochs`` epochs with the
-    ``train`` recipe, ``overrides`` applied (dotted keys of model/loss/train, e.g.
-    ``train.max_steps_per_epoch: 4``) and the
-    sampled weights of ``space`` (:mod:`ytmt.sweep.space`). ``enabled: false`` writes an
-    empty ``best.yaml`` without starting Ray.
+    Each trial is a shortened run of the ``train`` recipe (:func:`ytmt.sweep.plan.trial_params`):
+    ``variant`` (single-stage) for at most ``epochs`` epochs, the learning-rate milestones
+    scaled to them, everything else (batch per worker, workers, crop, loss, precision) as
+    training has it, then ``overrides`` (dotted keys of model/loss/train; none by default)
+    and the sampled weights of ``space`` (:mod:`ytmt.sweep.space`). ``replicate`` trains
+    the winner once more with run seed ``seed + 1``, so the sweep reports its trials'
+    spread against one config's spread over two seeds. ``enabled: false`` writes an empty
+    ``best.yaml`` without starting Ray.
 
     Resources: a trial runs ``workers_per_trial`` Ray Train workers of ``cpus_per_worker``
-    CPUs (and ``gpus_per_worker`` GPUs); its driver takes only ``driver_resources`` (a
-    custom resource the sweep gives the local Ray, so drivers never hold a CPU the workers
-    need: design.md s5). At most ``max_concurrent_trials`` run at once; the sweep refuses to
-    start when they cannot all fit, since waiting trials die on Ray Train's worker-group
-    start timeout.
+    CPUs (and ``gpus_per_worker`` GPUs); null follows ``train`` (its ``num_workers``,
+    ``cpus_per_worker``, and ``gpus_per_worker`` when ``train.use_gpu``, else 0). Its driver
+    takes only ``driver_resources`` (a custom resource the sweep gives the local Ray, so
+    drivers never hold a CPU the workers need: design.md s5). ``max_concurrent_trials``
+    null runs as many trials at once as the Ray cluster fits; a number is refused when they
+    cannot all fit, since waiting trials die on Ray Train's worker-group start timeout.
 
     Scheduler: ``asha`` stops trials whose ``metric`` (reported each epoch) falls below the
     rung cutoff after ``grace_period`` epochs (rungs every ``reduction_factor``×); ``fifo``
@@ -60,11 +65,12 @@ class TuneConfig:
     mode: Literal["max", "min"] = "max"
     grace_period: int = bounded(1, ge=1)
     reduction_factor: float = bounded(2.0, gt=1.0)
-    # resources
-    max_concurrent_trials: int = bounded(1, ge=1)
-    workers_per_trial: int = bounded(1, ge=1)
-    cpus_per_worker: float = bounded(1.0, gt=0.0)
-    gpus_per_worker: float = bounded(0.0, ge=0.0)
+    replicate: bool = True  # the winner again with run seed seed + 1: the seed spread
+    # resources (null: follow train, see plan.trial_resources; concurrency: what fits)
+    max_concurrent_trials: int | None = bounded(None, ge=1)
+    workers_per_trial: int | None = bounded(None, ge=1)
+    cpus_per_worker: float | None = bounded(None, gt=0.0)
+    gpus_per_worker: float | None = bounded(None, ge=0.0)
     driver_resources: dict[str, float] = field(default_factory=lambda: {"train_driver": 0.01})
     # where
     ray_address: str | None = None
@@ -96,3 +102,12 @@ class TuneConfig:
         if self.grace_period > self.epochs:
             raise ConfigError(f"grace_period = {self.grace_period} must be <= epochs = "
                               f"{self.epochs}")
+        if VARIANTS[self.variant].stages > 1:
+            raise ConfigError(f"variant = {self.variant!r} is two-stage; sweep the loss "
+                              "weights on its stage-1 variant "
+                              f"({VARIANTS[self.variant].stage1_variant!r}): the weights apply "
+                              "to both stages")
+        reported = (*validation_metrics(), "train_loss")  # what every trial reports per epoch
+        if self.metric not in reported:
+            raise ConfigError(f"metric = {self.metric!r}: trials report no such metric; "
+                              f"choose from {', '.join(reported)}")

@@ -10,7 +10,6 @@ trial of a resumed sweep is added.
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
@@ -35,7 +34,9 @@ class ResumableASHA(ASHAScheduler):
 
     def _file(self) -> tuple[pyarrow.fs.FileSystem, str]:
         path = self._state_path
-        return pyarrow.fs.FileSystem.from_uri(path if "://" in path else Path(path).as_uri())
+        from ytmt.cluster import filesystem
+
+        return filesystem(path)
 
     def _save(self) -> None:
         state = {k: v for k, v in self.__dict__.items() if k not in self._OWN}

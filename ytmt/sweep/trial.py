@@ -2,15 +2,17 @@
 
 A trial is a function (Ray 2.60 deprecates ``Tuner(trainer)``) that holds only the sweep's
 driver resource: it builds a ``TorchTrainer`` whose workers run
-:func:`ytmt.train.loop.train_loop_per_worker` with the sampled loss weights, and the loop's
-per-epoch ``ray.train.report`` reaches Tune through ``TuneReportCallback``. The trial's Ray
-Train run is named after the trial id, so a trial restarted by a resumed sweep continues
-from its last checkpoint and reopens its MLflow run.
+:func:`ytmt.train.loop.train_loop_per_worker` with the trials' params
+(:func:`ytmt.sweep.plan.trial_params`: the training recipe, shortened) and the sampled loss
+weights, and the loop's per-epoch ``ray.train.report`` reaches Tune through
+``TuneReportCallback``. A config's :data:`SEED_KEY` (the winner's replicate) sets the run
+seed; otherwise it is the top-level ``seed``. The trial's Ray Train run is named after the
+trial id, so a trial restarted by a resumed sweep continues from its last checkpoint and
+reopens its MLflow run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,9 +24,15 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ytmt import tracking
-from ytmt.sweep.records import DECISION_TAG, NODE_TAG, SWEEP_TAG, TRIAL_TAG, find_child_run
+from ytmt.sweep.records import (
+    DECISION_TAG,
+    NODE_TAG,
+    REPLICATE_TAG,
+    SWEEP_TAG,
+    TRIAL_TAG,
+    find_child_run,
+)
 from ytmt.tracking import client
-from ytmt.train.config import TrainConfig
 from ytmt.train.loop import train_loop_per_worker
 from ytmt.train.trainer import build_trainer, make_loop_config
 
@@ -33,7 +41,7 @@ from ytmt.train.trainer import build_trainer, make_loop_config
 class TrialContext:
     """Everything constant across trials (shipped once with ``tune.with_parameters``)."""
 
-    params: Any  # ytmt.params.Params
+    params: Any  # ytmt.params.Params of the trials (ytmt.sweep.plan.trial_params)
     variant: str
     shards: str
     epochs: int
@@ -47,19 +55,14 @@ class TrialContext:
     provenance: dict[str, str]  # the driver's (ytmt.tracking.provenance_tags)
 
 
-def trial_train_config(params) -> TrainConfig:
-    """``params.train`` with the per-trial resources of ``params.tune``."""
-    tcfg = params.tune
-    gpus = tcfg.gpus_per_worker
-    return dataclasses.replace(params.train, num_workers=tcfg.workers_per_trial,
-                               cpus_per_worker=tcfg.cpus_per_worker, use_gpu=gpus > 0,
-                               gpus_per_worker=gpus if gpus > 0 else params.train.gpus_per_worker,
-                               backend="auto")
+SEED_KEY = "run_seed"  # in a trial's config: its run seed (the winner's replicate)
 
 
-def open_child_run(ctx: TrialContext, trial_id: str, sampled: Mapping[str, float]) -> str:
+def open_child_run(ctx: TrialContext, trial_id: str, sampled: Mapping[str, float],
+                   seed: int | None = None) -> str:
     """The trial's MLflow run: reused when the trial restarts (resume), else created with
-    the sampled weights and ``tune.overrides`` as params."""
+    the sampled weights, ``tune.overrides`` and a replicate's ``seed`` (tag
+    ``ytmt_replicate_seed``) as params."""
     from mlflow.entities import Param
 
     c = client(ctx.tracking_uri)
@@ -72,7 +75,8 @@ def open_child_run(ctx: TrialContext, trial_id: str, sampled: Mapping[str, float
     _, run, _ = tracking.open_run(
         ctx.tracking_uri, ctx.params.tune.experiment, {TRIAL_TAG: trial_id},
         run_name=f"trial-{trial_id}", resume=False, parent_run_id=ctx.parent_run_id,
-        tags={SWEEP_TAG: ctx.sweep_key, tracking.VARIANT_TAG: ctx.variant},
+        tags={SWEEP_TAG: ctx.sweep_key, tracking.VARIANT_TAG: ctx.variant,
+              **({} if seed is None else {REPLICATE_TAG: str(seed)})},
         provenance=ctx.provenance)
     params = [Param(k, str(v)) for k, v in sampled.items()]
     params += [Param(f"tune.override.{k}", str(v)) for k, v in ctx.overrides.items()]
@@ -105,14 +109,14 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     quiet_ray_process()
     trial_id = tune.get_context().get_trial_id()
     sampled = {k: float(config[k]) for k in context.space_keys}
-    run_id = open_child_run(context, trial_id, sampled)
+    seed = None if config.get(SEED_KEY) is None else int(config[SEED_KEY])
+    run_id = open_child_run(context, trial_id, sampled, seed)
     c = client(context.tracking_uri)
     c.set_tag(run_id, f"{NODE_TAG}.trial", ray.get_runtime_context().get_node_id())
     loop_config = make_loop_config(context.params, context.variant, context.shards,
-                                   overrides={**context.overrides, **sampled},
-                                   epochs=context.epochs, tracking_uri=context.tracking_uri,
-                                   run_id=run_id)
-    trainer = build_trainer(loop_config, trial_train_config(context.params), name=trial_id,
+                                   overrides=sampled, epochs=context.epochs,
+                                   tracking_uri=context.tracking_uri, run_id=run_id, seed=seed)
+    trainer = build_trainer(loop_config, context.params.train, name=trial_id,
                             storage_path=context.train_storage, train_loop=trial_worker,
                             callbacks=[TuneReportCallback()])
     try:

@@ -1,20 +1,18 @@
-"""Building blocks of a training run that need no Ray: params with overrides, the seeded
-model/criterion/discriminator, the learning-rate schedule, the optimiser, ``torch.compile``.
-Benchmarks import these on machines without Ray (the step itself: :mod:`ytmt.train.step`)."""
+"""Building blocks of a training run that need no Ray: the seeded
+model/criterion/discriminator, the learning-rate schedule, the optimiser, ``torch.compile``
+(params with overrides: :func:`ytmt.params.resolve_params`). Benchmarks import these on
+machines without Ray (the step itself: :mod:`ytmt.train.step`)."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from ytmt.archs import SeparationModel, VGG19Features, build_model, load_vgg19
 from ytmt.archs.discriminator import Discriminator
-from ytmt.config import ConfigError
 from ytmt.losses import SeparationLoss
 from ytmt.train.config import TrainConfig
 
@@ -22,30 +20,6 @@ from ytmt.train.config import TrainConfig
 def learning_rate(epoch: int, cfg: TrainConfig) -> float:
     """Learning rate of 0-based ``epoch``: ``lr · gamma^(number of milestones ≤ epoch)``."""
     return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
-
-
-def resolve_params(params: Mapping[str, Any], overrides: Mapping[str, Any] | None = None):
-    """``params`` (plain dict) with ``overrides`` applied, validated → ``Params``.
-
-    Override keys are dotted paths (``loss.perceptual``, ``train.epochs``) or a top-level
-    scalar (``seed``); a whole section cannot be replaced by a scalar."""
-    from ytmt.params import parse_params
-
-    data = copy.deepcopy(dict(params))
-    for key, value in (overrides or {}).items():
-        parts = str(key).split(".")
-        if not all(parts):
-            raise ConfigError(f"override {key!r}: expected a dotted key like 'loss.perceptual'")
-        if len(parts) == 1 and isinstance(data.get(key), dict):
-            raise ConfigError(f"override {key!r}: is a section; name a key inside it, like "
-                              f"'{key}.<key>'")
-        node = data
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key!r}: {part!r} is not a section")
-        node[parts[-1]] = value
-    return parse_params(data, "params")
 
 
 @dataclass
@@ -60,14 +34,19 @@ class Components:
     vgg: VGG19Features
 
 
-def build_components(params, variant: str, warn_random_vgg: bool = True) -> Components:
+def build_components(params, variant: str, warn_random_vgg: bool = True,
+                     make_vgg: Callable[[], VGG19Features] | None = None) -> Components:
     """Components with their initial weights, seeded by ``params.seed``: every rank builds
     the same network (DDP broadcasts rank 0's weights anyway). ``warn_random_vgg`` False:
     the caller has already said, once, that VGG falls back to random weights
-    (:func:`ytmt.archs.vgg.warn_if_random`)."""
+    (:func:`ytmt.archs.vgg.warn_if_random`). ``make_vgg``: builds the frozen VGG-19 instead of
+    loading one per ``model.vgg_*`` (what a cluster driver shipped: :mod:`ytmt.cluster`)."""
     mcfg = params.model
     torch.manual_seed(params.seed)
-    vgg = load_vgg19(mcfg.vgg_weights, mcfg.vgg_path, mcfg.vgg_seed, warn=warn_random_vgg)
+    if make_vgg is not None:
+        vgg = make_vgg()
+    else:
+        vgg = load_vgg19(mcfg.vgg_weights, mcfg.vgg_path, mcfg.vgg_seed, warn=warn_random_vgg)
     model = build_model(variant, width=mcfg.width, hypercolumn=mcfg.hypercolumn, vgg=vgg,
                         plain_layers=mcfg.plain_layers, fuse_streams=params.train.fuse_streams)
     criterion = SeparationLoss(params.loss, vgg)

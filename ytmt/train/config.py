@@ -16,12 +16,15 @@ CompileBackend = Literal["inductor", "aot_eager", "cudagraphs", "eager"]
 # are the other keys: tests/test_dvc_deps.py) nor the resume key depend on them: which runs
 # exist, how a run is logged or stored, and how it executes (same math, other speed).
 RUN_SELECTION = ("variants", "seeds", "two_stage")
-REPORTING = ("log_every_steps", "sample_every", "sample_count", "storage_path", "experiment",
-             "tracking_uri")
+REPORTING = ("log_every_steps", "sample_every", "sample_count", "checkpoint_every",
+             "storage_path", "experiment", "tracking_uri")
 EXECUTION = ("channels_last", "compile", "compile_mode", "compile_backend", "fuse_streams",
              "loader_workers", "torch_threads", "use_gpu", "cpus_per_worker", "gpus_per_worker",
-             "backend", "max_failures")
+             "backend", "max_failures", "min_workers")
 NOT_RECIPE = RUN_SELECTION + REPORTING + EXECUTION
+# train.loader_workers null: DataLoader processes per Ray worker with a GPU (0 on CPU, where
+# they would compete with the worker's own threads for its cores)
+AUTO_LOADER_WORKERS_PER_GPU = 4
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,13 @@ class TrainConfig:
 
     Distribution: ``num_workers`` Ray Train workers (DDP, ``batch_size`` images each, so
     the global batch is ``num_workers * batch_size``); ``0`` runs the loop in the calling
-    process (no Ray workers, no fault tolerance: unit tests, debugging). ``backend: auto`` is
-    gloo on CPU and nccl with GPUs. ``storage_path`` holds Ray's checkpoints; it must be
-    shared by all nodes on a cluster (null: ``$YTMT_RAY_STORAGE`` or
+    process (no Ray workers, no fault tolerance: unit tests, debugging). ``min_workers``
+    (null: a fixed group) makes the group elastic: after a node is lost the run restarts
+    from its last checkpoint on as few as ``min_workers`` workers (and grows back when
+    resources return). The per-worker batch stays ``batch_size``, so the global batch is
+    then ``world_size * batch_size``; each epoch's record logs its ``world_size``.
+    ``backend: auto`` is gloo on CPU and nccl with GPUs. ``storage_path`` holds Ray's
+    checkpoints; it must be shared by all nodes on a cluster (null: ``$YTMT_RAY_STORAGE`` or
     ``<cwd>/outputs/ray_results``). ``tracking_uri`` null: ``$MLFLOW_TRACKING_URI`` or the
     local SQLite store (:mod:`ytmt.tracking`).
 
@@ -79,7 +86,11 @@ class TrainConfig:
     ``aot_eager`` traces forward and backward without generating code, a quick way to check
     that a model compiles); ``fuse_streams`` runs the two streams' 3×3 convs of each block
     as one grouped conv (same parameters and checkpoints). ``bench/bench_step.py`` and
-    ``bench/bench_train.py`` measure each (docs/training.md).
+    ``bench/bench_train.py`` measure each (docs/training.md). ``tf32`` lets fp32 matmuls and
+    convolutions on CUDA use TF32 (results change slightly, so it is part of the recipe;
+    nothing on CPU). ``loader_workers`` null: 0 on CPU, :data:`AUTO_LOADER_WORKERS_PER_GPU`
+    DataLoader processes per GPU worker. ``checkpoint_every``: epochs between checkpoints
+    (the last epoch is always checkpointed).
     """
 
     variants: tuple[str, ...] = ("ytmt-ucs",)
@@ -89,6 +100,11 @@ class TrainConfig:
     batch_size: int = bounded(4, ge=1)
     crop: int = bounded(64, ge=16)
     max_steps_per_epoch: int | None = bounded(None, ge=1)
+    # data mix (ytmt.data.reader.ShardDataset): real pairs' share of the training samples
+    # (the authors' FusionDataset ratio; 0 when the shards hold no real pairs) and whether
+    # each epoch reads the stored mixtures or composes fresh ones from the stored photos
+    real_share: float = bounded(0.3, ge=0.0, le=1.0)
+    mixtures: Literal["stored", "fresh"] = "stored"
     # optimiser and schedule
     lr: float = bounded(1e-3, gt=0.0)
     betas: tuple[float, ...] = bounded((0.9, 0.999), ge=0.0, lt=1.0)
@@ -104,15 +120,18 @@ class TrainConfig:
     compile_mode: CompileMode = "default"
     compile_backend: CompileBackend = "inductor"
     fuse_streams: bool = False
+    tf32: bool = False
     # reporting
     log_every_steps: int = bounded(10, ge=1)
     sample_every: int = bounded(2, ge=1)
     sample_count: int = bounded(4, ge=1)
+    checkpoint_every: int = bounded(1, ge=1)
     # data loading and threads inside each worker
-    loader_workers: int = bounded(0, ge=0)
+    loader_workers: int | None = bounded(None, ge=0)
     torch_threads: int | None = bounded(None, ge=1)
     # Ray Train
     num_workers: int = bounded(2, ge=0)
+    min_workers: int | None = bounded(None, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = bounded(0.5, gt=0.0)
     gpus_per_worker: float = bounded(1.0, gt=0.0)
@@ -156,6 +175,9 @@ class TrainConfig:
         if self.compile_mode != "default" and self.compile_backend != "inductor":
             raise ConfigError(f"compile_mode = {self.compile_mode!r} is an inductor mode; "
                               f"compile_backend is {self.compile_backend!r}")
+        if self.min_workers is not None and not 1 <= self.min_workers <= self.num_workers:
+            raise ConfigError(f"min_workers = {self.min_workers}: must be between 1 and "
+                              f"num_workers ({self.num_workers}), or null for a fixed group")
         if self.backend == "nccl" and not self.use_gpu:
             raise ConfigError("backend = 'nccl' needs use_gpu: true (use gloo or auto on CPU)")
 
@@ -184,6 +206,12 @@ class TrainConfig:
         names = [r.variant for r in self.two_stage]
         if len(set(names)) != len(names):
             raise ConfigError(f"two_stage: a variant is listed twice ({names})")
+
+    def resolved_loader_workers(self, device_type: str) -> int:
+        """``loader_workers``, with null resolved for a worker on ``device_type``."""
+        if self.loader_workers is not None:
+            return self.loader_workers
+        return AUTO_LOADER_WORKERS_PER_GPU if device_type == "cuda" else 0
 
     def runs(self) -> list[Run]:
         """Every (variant, seed) run in training order: single-stage runs first, then the

@@ -25,11 +25,13 @@ key                    meaning
 
 Per epoch every rank calls ``ray.train.report`` exactly once with the epoch's metrics
 (``epoch``, ``train_loss``, ``loss_<term>``, ``lr``, ``images_per_s``, ``val_psnr_t`` ... see
-:data:`ytmt.train.validation.VAL_KEYS`) and rank 0 attaches a checkpoint directory holding
-``checkpoint.pt`` (a ytmt checkpoint whose ``extra`` has ``epoch``, the optimiser states,
-``lr`` and the metric ``history``). A (re)started worker resumes from
-``ray.train.get_checkpoint()``. The pieces: set-up here, the step and the epoch in
-:mod:`ytmt.train.step`, validation in :mod:`ytmt.train.validation`.
+:data:`ytmt.train.validation.VAL_KEYS`) and, every ``train.checkpoint_every`` epochs and
+after the last, rank 0 attaches a checkpoint directory holding ``checkpoint.pt`` (a ytmt
+checkpoint whose ``extra`` has ``epoch``, the optimiser states, ``lr`` and the metric
+``history``; the frozen VGG and stage 1 are recorded by digest, not stored). A
+(re)started worker resumes from ``ray.train.get_checkpoint()``. The pieces: set-up here,
+the step and the epoch in :mod:`ytmt.train.step`, validation in
+:mod:`ytmt.train.validation`.
 
 MLflow, rank 0 only: the resolved config as params, ``vgg_weights`` as tag, one batch of
 metrics per epoch at ``step=epoch`` logged *after* the epoch's checkpoint is persisted, the
@@ -46,6 +48,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +59,21 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ytmt.archs import get_variant
-from ytmt.checkpoint import load_checkpoint, load_stage1, model_spec, save_checkpoint
+from ytmt.checkpoint import (
+    frozen_identity,
+    load_checkpoint,
+    load_stage1,
+    load_training_state,
+    model_spec,
+    save_checkpoint,
+)
 from ytmt.config import flatten, to_dict
 from ytmt.grids import image_grid_png
-from ytmt.train.components import build_components, learning_rate, resolve_params
+from ytmt.params import resolve_params
+from ytmt.precision import configure_cuda
+from ytmt.train.components import build_components, learning_rate
 from ytmt.train.report import Progress, atomic_write_bytes, console, curves_png
+from ytmt.train.shipping import received_stage1, received_vgg
 from ytmt.train.step import (
     LOSS_TERMS,
     SampleBatches,
@@ -69,7 +82,13 @@ from ytmt.train.step import (
     build_step,
     train_epoch,
 )
-from ytmt.train.validation import SAMPLE_COLUMNS, VAL_KEYS, validate
+from ytmt.train.validation import (
+    REAL_PREFIX,
+    SAMPLE_COLUMNS,
+    VAL_KEYS,
+    VAL_REAL_KEYS,
+    validate,
+)
 
 __all__ = ["CHECKPOINT_FILE", "LOSS_TERMS", "VAL_KEYS", "shard_dataset",
            "train_loop_per_worker"]
@@ -80,12 +99,29 @@ DatasetFn = Callable[[str, str, "int | None", bool, int, int, int], IterableData
 
 
 def shard_dataset(root: str, split: str, crop: int | None, augment: bool, seed: int,
-                  rank: int, world_size: int) -> IterableDataset:
-    """The default ``dataset_fn``: ``ytmt.data.reader.ShardDataset`` over ``root/split``."""
+                  rank: int, world_size: int, *, real_share: float = 0.0,
+                  mixtures: str = "stored") -> IterableDataset:
+    """The default ``dataset_fn``: ``ytmt.data.reader.ShardDataset`` over ``root/split``;
+    the train split with ``real_share`` real pairs and ``stored``/``fresh`` mixtures
+    (``train.real_share``, ``train.mixtures``; bound by :func:`_setup`)."""
     from ytmt.data.reader import ShardDataset
 
+    train = split == "train"
     return ShardDataset(root, split=split, crop=crop, augment=augment, seed=seed, rank=rank,
-                        world_size=world_size)
+                        world_size=world_size, uint8=train,
+                        real_share=real_share if train else 0.0,
+                        mixtures=mixtures if train else "stored")
+
+
+def real_val_loader(dataset_fn: DatasetFn, shards: str, seed: int, rank: int,
+                    world: int) -> DataLoader | None:
+    """The loader of the shards' held-out real pairs (``real_val``), None without them."""
+    from ytmt.data.reader import real_val_rows
+
+    if not real_val_rows(shards):
+        return None
+    return DataLoader(dataset_fn(shards, "real_val", None, False, seed, rank, world),
+                      batch_size=1)
 
 
 class _CheckpointDirs:
@@ -131,6 +167,7 @@ class _Run:
     world: int
     parts: Any  # ytmt.train.components.Components
     spec: dict[str, Any]
+    frozen: dict[str, str]  # ytmt.checkpoint.frozen_identity: left out of checkpoints
     step: TrainStep
     memory_format: torch.memory_format
     train_ds: IterableDataset
@@ -140,6 +177,7 @@ class _Run:
     start_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)  # epochs this run (re)started from
+    real_val_loader: DataLoader | None = None  # held-out real pairs, if the shards have them
 
 
 def _resolve_params(config: dict[str, Any]):
@@ -153,21 +191,25 @@ def _resolve_params(config: dict[str, Any]):
 
 
 def _restore_model(model, variant: str, stage1: str | None) -> dict[str, Any] | None:
-    """Ray's checkpoint of this run into ``model`` (returned, to restore the rest), else
-    for a two-stage variant its trained stage 1."""
+    """For a two-stage variant its trained stage 1 (frozen; stage 2 starts from it on a
+    fresh start), then Ray's checkpoint of this run into ``model`` (returned, to restore
+    the rest). A checkpoint records the frozen VGG and stage 1 by identity only: they come
+    from the params and the stage-1 checkpoint, and must be the ones it was trained with
+    (:func:`ytmt.checkpoint.load_training_state`)."""
     restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as d:
-            state = load_checkpoint(Path(d) / CHECKPOINT_FILE)
-        model.load_state_dict(state["state_dict"])
-        return state
     spec_variant = get_variant(variant)
     if spec_variant.stages > 1:
         if not stage1:
             raise ValueError(f"{variant} is two-stage: pass the trained "
                              f"{spec_variant.stage1_variant} as config['stage1_checkpoint']")
-        load_stage1(model, stage1)
-    return None
+        load_stage1(model, stage1, init_stage2=restored is None)
+    if restored is None:
+        return None
+    with restored.as_directory() as d:
+        path = Path(d) / CHECKPOINT_FILE
+        state = load_checkpoint(path)
+    load_training_state(model, state, path)
+    return state
 
 
 def _restore_optimizers(step: TrainStep, extra: dict[str, Any]) -> None:
@@ -179,16 +221,21 @@ def _restore_optimizers(step: TrainStep, extra: dict[str, Any]) -> None:
 
 
 def epoch_loaders(dataset_fn: DatasetFn, shards: str, cfg, seed: int, rank: int,
-                  world: int) -> tuple[IterableDataset, SampleBatches, DataLoader, int]:
+                  world: int, device_type: str = "cpu"
+                  ) -> tuple[IterableDataset, SampleBatches, DataLoader, int]:
     """This rank's training set, its batches, the validation loader and the steps per epoch.
-    Each rank reads its own disjoint part (the dataset shards by rank)."""
+    Each rank reads its own disjoint part (the dataset shards by rank). On ``cuda``
+    the loaders run ``train.loader_workers`` processes (null: the per-GPU default) and the
+    training batches come in pinned memory."""
     train_ds = dataset_fn(shards, "train", cfg.crop, True, seed, rank, world)
     val_ds = dataset_fn(shards, "val", None, False, seed, rank, world)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ValueError(f"{shards}: rank {rank} of {world} got {len(train_ds)} training and "
                          f"{len(val_ds)} validation samples; both must be > 0")
-    train_batches = SampleBatches(train_ds, cfg.batch_size, cfg.loader_workers)
-    val_loader = DataLoader(val_ds, batch_size=1, num_workers=cfg.loader_workers)
+    workers = cfg.resolved_loader_workers(device_type)
+    train_batches = SampleBatches(train_ds, cfg.batch_size, workers,
+                                  pin_memory=device_type == "cuda")
+    val_loader = DataLoader(val_ds, batch_size=1, num_workers=workers)
     steps = math.ceil(len(train_ds) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
@@ -208,11 +255,17 @@ def _setup(config: dict[str, Any]) -> _Run:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     device = ray.train.torch.get_device()
+    configure_cuda(device, cfg.tf32)
 
-    parts = build_components(params, variant, warn_random_vgg=False)  # the driver warned
+    # the VGG and stage 1 as the driver resolved them (ytmt.cluster.ship_frozen_inputs),
+    # never what this node's disk happens to hold
+    parts = build_components(params, variant, warn_random_vgg=False,  # the driver warned
+                             make_vgg=received_vgg(config))
     model = parts.model
     spec = model_spec(model, params.model.width, params.model.plain_layers)
-    state = _restore_model(model, variant, config.get("stage1_checkpoint"))
+    with tempfile.TemporaryDirectory(prefix="ytmt-stage1-") as d:
+        state = _restore_model(model, variant, received_stage1(config, d))
+    frozen = frozen_identity(model)  # once: these tensors never change
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
     net = ray.train.torch.prepare_model(model)  # to device; DDP when world > 1
@@ -221,11 +274,14 @@ def _setup(config: dict[str, Any]) -> _Run:
     if state:
         _restore_optimizers(step, extra)
     start_epoch = int(extra.get("epoch", 0))
-    loaders = epoch_loaders(config.get("dataset_fn") or shard_dataset, str(config["shards"]),
-                            cfg, params.seed, rank, world)
-    return _Run(params, variant, rank, world, parts, spec, step, fmt, *loaders,
+    dataset_fn = config.get("dataset_fn") or partial(
+        shard_dataset, real_share=cfg.real_share, mixtures=cfg.mixtures)
+    shards = str(config["shards"])
+    loaders = epoch_loaders(dataset_fn, shards, cfg, params.seed, rank, world, device.type)
+    return _Run(params, variant, rank, world, parts, spec, frozen, step, fmt, *loaders,
                 start_epoch=start_epoch, history=list(extra.get("history", [])),
-                starts=[*extra.get("starts", []), start_epoch])
+                starts=[*extra.get("starts", []), start_epoch],
+                real_val_loader=real_val_loader(dataset_fn, shards, params.seed, rank, world))
 
 
 def _open_logger(run: _Run, config: dict[str, Any]):
@@ -272,17 +328,36 @@ def _train_and_validate(run: _Run, epoch: int, progress: Progress
     val_sums = all_reduce_sum({k: val_sums.get(k, 0.0) for k in (*VAL_KEYS, "n")},
                               step.device)
     val_n = val_sums.pop("n")
-    record = {"epoch": epoch + 1, "lr": lr,
+    record = {"epoch": epoch + 1, "lr": lr, "world_size": run.world,  # elastic: can change
               "images_per_s": train_n / max(train_time, 1e-9),
               **{k: v / train_n for k, v in sums.items()},
-              **{k: v / val_n for k, v in val_sums.items()}}
+              **{k: v / val_n for k, v in val_sums.items()},
+              **_validate_real(run)}
     return record, samples
+
+
+def _validate_real(run: _Run) -> dict[str, float]:
+    """Means of :data:`VAL_REAL_KEYS` over the held-out real pairs ({} without them)."""
+    if run.real_val_loader is None:
+        return {}
+    sums, _ = validate(run.parts.model, run.real_val_loader, run.step.device, 0,
+                       prefix=REAL_PREFIX)
+    sums = all_reduce_sum({k: sums.get(k, 0.0) for k in (*VAL_REAL_KEYS, "n")},
+                          run.step.device)
+    n = sums.pop("n")
+    return {k: v / n for k, v in sums.items()}
 
 
 def _checkpoint_and_report(run: _Run, record: dict[str, float],
                            ckpt_dirs: _CheckpointDirs) -> None:
-    """Every rank reports ``record``; rank 0 attaches the checkpoint of this epoch."""
-    step, disc = run.step, run.step.discriminator
+    """Every rank reports ``record``; rank 0 attaches the checkpoint of this epoch every
+    ``train.checkpoint_every`` epochs and at the last. The checkpoint leaves the frozen VGG
+    and stage 1 out (recorded by :func:`ytmt.checkpoint.frozen_identity`)."""
+    cfg, step, disc = run.params.train, run.step, run.step.discriminator
+    epoch = int(record["epoch"])
+    if epoch % cfg.checkpoint_every and epoch != cfg.epochs:
+        ray.train.report(record)
+        return
     ckpt_dir = ckpt_dirs.new()
     checkpoint = None
     if run.rank == 0:
@@ -291,7 +366,8 @@ def _checkpoint_and_report(run: _Run, record: dict[str, float],
             "starts": run.starts, "optimizer": step.optimizer.state_dict(),
             "discriminator": ({k: v.cpu() for k, v in disc.state_dict().items()}
                               if disc is not None else None),
-            "optimizer_d": step.optimizer_d.state_dict() if disc is not None else None})
+            "optimizer_d": step.optimizer_d.state_dict() if disc is not None else None},
+            frozen=run.frozen)
         checkpoint = ray.train.Checkpoint.from_directory(str(ckpt_dir))
     ray.train.report(record, checkpoint=checkpoint)
     ckpt_dirs.done(ckpt_dir)

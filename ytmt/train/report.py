@@ -11,7 +11,7 @@ import csv
 import io
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ytmt.fileio import atomic_write_bytes
@@ -48,12 +48,16 @@ class Progress:
         self.done = 0
         self.left = (epochs - start_epoch) * self.steps
 
-    def step(self, epoch: int, step: int, loss: float) -> None:
-        """After step ``step`` (1-based) of epoch ``epoch`` (1-based)."""
+    def step(self, epoch: int, step: int, loss: float | Callable[[], float]) -> None:
+        """After step ``step`` (1-based) of epoch ``epoch`` (1-based). ``loss``: the step's
+        loss, or a function giving it, called only for a line that shows it (a device's
+        loss costs a host sync: once per ``every`` steps, not every step)."""
         self.done += 1
         self.left = (self.epochs - epoch) * self.steps + (self.steps - step)
         if step % self.every or step == self.steps:  # the epoch's own line follows
             return
+        if callable(loss):
+            loss = loss()
         per_step = (time.perf_counter() - self.t0) / self.done
         self.printer(f"[{self.name}] epoch {epoch}/{self.epochs} step {step}/{self.steps} "
                      f"loss {loss:.4f} {self.images_per_step / per_step:.1f} img/s "

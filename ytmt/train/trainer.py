@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -48,16 +50,19 @@ import ray
 import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from ytmt.checkpoint import atomic_torch_save, load_checkpoint
+from ytmt.checkpoint import atomic_torch_save, load_checkpoint, with_frozen_tensors
+from ytmt.cluster import check_cluster, is_uri, uri_join
 from ytmt.config import ConfigError, to_dict
 from ytmt.model_store import MODEL_FILE, ModelInfo, run_dir, write_info
+from ytmt.params import resolve_params
 from ytmt.ray_local import init_ray, resolve_storage
-from ytmt.train.components import resolve_params
 from ytmt.train.config import TrainConfig
 from ytmt.train.loop import CHECKPOINT_FILE, train_loop_per_worker
+from ytmt.train.shipping import ship_frozen_inputs
 from ytmt.variants import get_variant
 
 STORAGE_ENV = "YTMT_RAY_STORAGE"
+OWNER_ENV = "YTMT_USER"
 
 
 class ShardsMissing(FileNotFoundError):
@@ -69,14 +74,18 @@ class ShardsMissing(FileNotFoundError):
 def resolve_storage_path(cfg: TrainConfig, cwd: str | Path | None = None) -> str:
     """``train.storage_path`` > ``$YTMT_RAY_STORAGE`` > ``<cwd>/outputs/ray_results``
     (:func:`ytmt.ray_local.resolve_storage`)."""
-    return resolve_storage(cfg.storage_path, STORAGE_ENV, "outputs/ray_results", cwd)
+    return resolve_storage(cfg.storage_path, STORAGE_ENV, "outputs/ray_results", cwd,
+                           setting="train.storage_path")
 
 
 def scaling_config(cfg: TrainConfig) -> ray.train.ScalingConfig:
     resources: dict[str, float] = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
-    return ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+    workers: int | tuple[int, int] = cfg.num_workers
+    if cfg.num_workers and cfg.min_workers is not None and cfg.min_workers < cfg.num_workers:
+        workers = (cfg.min_workers, cfg.num_workers)  # elastic: survives a lost node
+    return ray.train.ScalingConfig(num_workers=workers, use_gpu=cfg.use_gpu,
                                    resources_per_worker=resources if cfg.num_workers else None)
 
 
@@ -105,10 +114,17 @@ def build_trainer(loop_config: dict[str, Any], cfg: TrainConfig, name: str,
 
 # --------------------------------------------------------------------------- checks, configs
 
-def check_shards(shards: str | Path) -> Path:
-    """The absolute shards root; :class:`ShardsMissing` if it is absent or incomplete."""
-    root = Path(shards).resolve()
-    if not root.is_dir():
+def shards_location(shards: str | Path) -> str:
+    """The shards root as workers get it: an absolute path, or a URI as given
+    (``s3://bucket/shards?endpoint_override=...``: every node reads the one uploaded copy)."""
+    return str(shards) if is_uri(shards) else str(Path(shards).resolve())
+
+
+def check_shards(shards: str | Path) -> str | Path:
+    """The absolute shards root (a URI as given); :class:`ShardsMissing` if it is absent or
+    incomplete."""
+    root = shards_location(shards) if is_uri(shards) else Path(shards).resolve()
+    if not is_uri(root) and not Path(root).is_dir():
         raise ShardsMissing(f"shards directory {root} does not exist; run the synthesize "
                             "stage first (`dvc repro synthesize`)")
     from ytmt.data.reader import check_shards as check_set
@@ -137,11 +153,12 @@ def make_loop_config(params, variant: str, shards: str | Path, *,
                      run_id: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """``seed`` None: the loop uses ``params.seed``."""
     get_variant(variant)
-    return {"params": to_dict(params), "variant": variant, "shards": str(Path(shards).resolve()),
+    return {"params": to_dict(params), "variant": variant, "shards": shards_location(shards),
             "in_process": params.train.num_workers == 0,
             "overrides": dict(overrides or {}), "epochs": epochs,
             "seed": None if seed is None else int(seed),
-            "stage1_checkpoint": str(stage1_checkpoint) if stage1_checkpoint else None,
+            "stage1_checkpoint": (str(Path(stage1_checkpoint).resolve()) if stage1_checkpoint
+                                  else None),  # absolute: workers run elsewhere
             "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id}}
 
 
@@ -164,19 +181,34 @@ def _training_key(loop_config: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(digest, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def run_owner() -> str:
+    """Who starts a training: ``$YTMT_USER``, else the login name (file-name safe)."""
+    import getpass
+
+    try:
+        owner = os.environ.get(OWNER_ENV) or getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        owner = "unknown"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", owner)[:32] or "unknown"
+
+
 def _open_run(tracking_uri: str, experiment: str, variant: str, seed: int, key: str,
-              resume: bool = True) -> tuple[str, str, str]:
+              storage: str, resume: bool = True) -> tuple[str, str, str]:
     """(experiment id, MLflow run id, Ray run name): the unfinished run of this training if
     there is one and ``resume`` (Ray restores its checkpoint), else a new run (with the
-    provenance tags of :func:`ytmt.tracking.open_run`)."""
+    provenance tags of :func:`ytmt.tracking.open_run`). A training is the same one only for
+    the same owner (:func:`run_owner`) and Ray storage: two people training one config on a
+    shared server, or a resume whose storage moved, get runs and Ray folders of their own."""
     from ytmt import tracking as t
 
+    owner = run_owner()
+    match = {t.TRAIN_KEY_TAG: key, t.OWNER_TAG: owner, t.STORAGE_TAG: storage}
     exp_id = t.get_or_create_experiment(tracking_uri, experiment)
-    earlier = t.count_runs(tracking_uri, exp_id, {t.TRAIN_KEY_TAG: key})
+    earlier = t.count_runs(tracking_uri, exp_id, match)
     # a finished earlier run keeps its Ray storage: a new run gets a new Ray name
-    ray_name = f"{variant}-seed{seed}-{key}" + (f"-{earlier}" if earlier else "")
+    ray_name = f"{variant}-seed{seed}-{key}-{owner}" + (f"-{earlier}" if earlier else "")
     _, run, reopened = t.open_run(
-        tracking_uri, experiment, {t.TRAIN_KEY_TAG: key}, run_name=f"{variant}-seed{seed}",
+        tracking_uri, experiment, match, run_name=f"{variant}-seed{seed}",
         tags={t.RAY_RUN_TAG: ray_name, t.VARIANT_TAG: variant, t.SEED_TAG: str(seed)},
         resume=resume)
     return exp_id, run.info.run_id, run.data.tags[t.RAY_RUN_TAG] if reopened else ray_name
@@ -185,14 +217,14 @@ def _open_run(tracking_uri: str, experiment: str, variant: str, seed: int, key: 
 def _log_shards(tracking_uri: str, run_id: str, shards: str | Path) -> None:
     """The shard set as the run's train and validation datasets (digest: its manifest's
     fingerprint), so the run page shows which data it learned from."""
-    from ytmt.data.shards import read_manifest
+    from ytmt.data.shards import join, read_manifest
     from ytmt.tracking import dataset_input, log_inputs_once
 
     manifest = read_manifest(shards)
     digest = manifest.get("fingerprint") or hashlib.sha1(
         json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     log_inputs_once(tracking_uri, run_id, [
-        dataset_input(f"shards/{split}", Path(shards) / split, digest, context)
+        dataset_input(f"shards/{split}", join(shards, split), digest, context)
         for split, context in (("train", "train"), ("val", "validation"))])
 
 
@@ -221,6 +253,7 @@ def train_variant(params, variant: str, shards: str | Path, target: str | Path, 
     key = _training_key(loop_config)
     # In-process runs (num_workers 0) have no Ray storage to restore from: always a new run.
     exp_id, run_id, ray_name = _open_run(uri, cfg.experiment, variant, seed, key,
+                                         resolve_storage_path(cfg),
                                          resume=cfg.num_workers > 0)
     loop_config["mlflow"]["run_id"] = run_id
     _log_shards(uri, run_id, shards)
@@ -237,15 +270,22 @@ def train_variant(params, variant: str, shards: str | Path, target: str | Path, 
     try:
         if cfg.num_workers > 0:
             init_ray()
+            check_cluster(tracking_uri=uri, use_gpu=cfg.use_gpu,
+                          gpus_per_worker=cfg.gpus_per_worker, num_workers=cfg.num_workers,
+                          paths={"train.storage_path": resolve_storage_path(cfg),
+                                 "shards": shards_location(shards)})
+            ship_frozen_inputs(loop_config, m.vgg_weights, m.vgg_path, m.vgg_seed)
         result = build_trainer(loop_config, cfg, ray_name, train_loop=train_loop).fit()
         if result.checkpoint is None:
             raise RuntimeError(f"{variant}: training reported no checkpoint")
         with result.checkpoint.as_directory() as d:
-            ckpt = load_checkpoint(Path(d) / CHECKPOINT_FILE)
+            # model.pt is self-contained: the frozen VGG and stage 1 put back, verified
+            ckpt = with_frozen_tensors(load_checkpoint(Path(d) / CHECKPOINT_FILE),
+                                       stage1_checkpoint, Path(d) / CHECKPOINT_FILE)
         if cfg.num_workers == 0:  # in-process: the loop's last temp dir is ours to remove
             shutil.rmtree(result.checkpoint.path, ignore_errors=True)
         trained = _write_model(ckpt, variant, seed, Path(target), uri, run_id, exp_id,
-                               f"{resolve_storage_path(cfg)}/{ray_name}")
+                               uri_join(resolve_storage_path(cfg), ray_name))
     except BaseException as err:
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
         c.set_terminated(run_id, status)
@@ -273,24 +313,9 @@ def _write_model(ckpt: dict[str, Any], variant: str, seed: int, target: Path, ur
                      mlflow_run_id=run_id, model_uri=logged.model_uri, experiment_id=exp_id,
                      epochs=int(ckpt["extra"]["epoch"]), metrics=dict(history[-1]),
                      vgg_weights=ckpt["vgg"]["mode"], ray_run=ray_run,
-                     history=[dict(h) for h in history])
+                     history=[dict(h) for h in history], tracking_uri=uri)
     write_info(target, info)
     return info
-
-
-def read_overrides(path: str | Path) -> dict[str, Any]:
-    """The tune stage's ``best.yaml``: a mapping of dotted params keys to values (``{}``
-    for none). Values are validated when applied (:func:`ytmt.train.loop.resolve_params`)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: best configuration file not found (run the tune stage)")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict) or not all(isinstance(k, str) and "." in k for k in data):
-        raise ConfigError(f"{path}: expected a mapping of dotted keys to values, e.g. "
-                          f"{{'loss.perceptual': 0.08}}; got {data!r}")
-    return data
 
 
 def train_variants(params, shards: str | Path, models: str | Path, *,
