@@ -16,6 +16,7 @@ logs each epoch's metrics at most once (see :meth:`RunLogger.log_epoch`).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 import urllib.error
@@ -239,17 +240,35 @@ def dataset_input(name: str, uri: str | Path, digest: str, context: str):
     return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(CONTEXT_TAG, context)])
 
 
-def log_inputs_once(tracking_uri: str, run_id: str, inputs: list) -> None:
-    """Log the dataset inputs the run does not have yet (same name, digest and context)."""
+#: what a store says when two runs of one experiment log the same new dataset at once
+#: (SQLite, PostgreSQL, MySQL): MLflow looks the dataset up, then inserts it, so the slower
+#: run hits the unique key of (experiment, name, digest) that the faster one just took
+_DATASET_RACE = re.compile(r"unique constraint|integrityerror|duplicate (entry|key)", re.I)
+
+
+def log_inputs_once(tracking_uri: str, run_id: str, inputs: list, attempts: int = 4) -> None:
+    """Log the dataset inputs the run does not have yet (same name, digest and context).
+    Two runs logging the same new dataset at once (a training matrix, concurrent sweep
+    trials) race inside the store; the loser tries again, and then finds the dataset."""
+    from mlflow.exceptions import MlflowException
+
     c = client(tracking_uri)
-    have = {(d.dataset.name, d.dataset.digest,
-             next((t.value for t in d.tags if t.key == CONTEXT_TAG), None))
-            for d in c.get_run(run_id).inputs.dataset_inputs}
-    todo = [i for i in inputs if (i.dataset.name, i.dataset.digest,
-                                  next(t.value for t in i.tags if t.key == CONTEXT_TAG))
-            not in have]
-    if todo:
-        c.log_inputs(run_id, datasets=todo)
+    for attempt in range(attempts):
+        have = {(d.dataset.name, d.dataset.digest,
+                 next((t.value for t in d.tags if t.key == CONTEXT_TAG), None))
+                for d in c.get_run(run_id).inputs.dataset_inputs}
+        todo = [i for i in inputs if (i.dataset.name, i.dataset.digest,
+                                      next(t.value for t in i.tags if t.key == CONTEXT_TAG))
+                not in have]
+        if not todo:
+            return
+        try:
+            c.log_inputs(run_id, datasets=todo)
+            return
+        except MlflowException as err:
+            if attempt == attempts - 1 or not _DATASET_RACE.search(str(err)):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _stringify(value: Any) -> str:
