@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ytmt.data.manifest import real_pairs
+from ytmt.data.shards import publish
 from ytmt.data.synthesis import synthesize_shards
 from ytmt.params import load_params, run_stage
 
@@ -23,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     metrics = synthesize_shards(args.images, args.out, params.synthesize, params.seed,
                                 real_pairs(args.manifest), params.data.real_val)
+    if params.synthesize.publish:  # the cluster's copy: parts first, manifest last
+        metrics["published"] = publish(args.out, params.synthesize.publish)
+        up = metrics["published"]
+        print(f"synthesize: uploaded {up['files']} files ({up['bytes'] / 2**20:.1f} MiB) to "
+              f"{up['uri']}")
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(args.metrics).write_text(json.dumps(metrics, indent=2) + "\n")
     rows = {s: v["rows"] for s, v in metrics["splits"].items()}

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import sys
 
+from ytmt.data.shards import ShardsMissing, shards_for_training
 from ytmt.model_store import run_label
 from ytmt.params import load_params, replace, run_stage
 from ytmt.sweep.records import read_best
@@ -53,9 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     elif searched:
         print(f"train: {args.best} was searched for {', '.join(searched)}; {args.variant} "
               "keeps params.yaml's loss weights")
-    info = train_variant(params, args.variant, args.shards, args.out, seed=args.seed,
-                         overrides=overrides, tracking_uri=args.tracking_uri,
-                         stage1_checkpoint=args.stage1)
+    try:
+        shards = shards_for_training(args.shards, params.synthesize.publish)
+        info = train_variant(params, args.variant, shards, args.out, seed=args.seed,
+                             overrides=overrides, tracking_uri=args.tracking_uri,
+                             stage1_checkpoint=args.stage1)
+    except ShardsMissing as err:  # one line naming the fix, no traceback
+        print(f"train: {err}", file=sys.stderr)
+        return 1
     label = run_label(args.variant, args.seed)
     write_run_outputs(label, info.history, args.metrics, args.plots)
     m = info.metrics

@@ -21,6 +21,7 @@ import argparse
 import sys
 
 from ytmt.config import ConfigError
+from ytmt.data.shards import ShardsMissing, shards_for_training
 from ytmt.params import load_params, run_stage
 from ytmt.sweep.records import SweepError, SweepInterrupted, write_disabled
 from ytmt.tracking import TrackingUnavailable
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from ytmt.sweep.run import run_sweep  # imports Ray Tune (seconds)
 
-        run_sweep(params, args.shards, args.out, tracking_uri=args.tracking_uri,
+        shards = shards_for_training(args.shards, params.synthesize.publish)
+        run_sweep(params, shards, args.out, tracking_uri=args.tracking_uri,
                   storage_path=args.storage, fresh=args.fresh)
     except ConfigError as err:
         print(f"tune: invalid configuration: {err}", file=sys.stderr)
@@ -58,11 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SweepError, TrackingUnavailable) as err:
         print(f"tune: {err}", file=sys.stderr)
         return 1
-    except FileNotFoundError as err:
-        from ytmt.train.trainer import ShardsMissing
-
-        if not isinstance(err, ShardsMissing):
-            raise
+    except ShardsMissing as err:
         print(f"tune: {err}", file=sys.stderr)
         return 1
     return 0

@@ -17,6 +17,8 @@ from ytmt.config import to_dict
 from ytmt.params import Params
 from ytmt.ray_local import free_port
 
+BIN = Path(sys.executable).parent  # the venv's bin: mlflow, moto_server, ray
+
 
 def make_shards(root: Path, size: int, train: int, val: int) -> Path:
     """Shards synthesized by ytmt.data from scikit-image's bundled photos under ``root``."""
@@ -156,3 +158,27 @@ def s3_server(tmp_path):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """``mlflow server --serve-artifacts`` on 127.0.0.1 (clients talk HTTP only)."""
+    from tests.evaluation.test_model_anywhere import _stop, _wait_http
+    from ytmt.ray_local import free_port
+
+    store = tmp_path / "mlflow-server"
+    store.mkdir()
+    port = free_port()
+    log = tmp_path / "mlflow-server.log"
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+         "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
+         "--workers", "1"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", server, log)
+        yield f"http://127.0.0.1:{port}", store
+    finally:
+        _stop(server)

@@ -29,30 +29,6 @@ BIN = Path(sys.executable).parent
 GRACE_S = 6  # the controller registers a reported checkpoint when it next polls (2 s)
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """``mlflow server --serve-artifacts`` on 127.0.0.1 (clients talk HTTP only)."""
-    from tests.evaluation.test_model_anywhere import _stop, _wait_http
-    from ytmt.ray_local import free_port
-
-    store = tmp_path / "mlflow-server"
-    store.mkdir()
-    port = free_port()
-    log = tmp_path / "mlflow-server.log"
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-         "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
-         "--workers", "1"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/health", server, log)
-        yield f"http://127.0.0.1:{port}", store
-    finally:
-        _stop(server)
-
-
 def test_training_survives_the_loss_of_a_node(tmp_path, shards, s3_server, mlflow_server):
     import pyarrow.fs as pafs
 

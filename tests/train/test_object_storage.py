@@ -74,6 +74,79 @@ def test_shards_read_from_a_bucket_equal_the_folder(tmp_path, shards, s3_server,
         check_shards(f"s3://ytmt/nothing?endpoint_override=127.0.0.1:{port}&scheme=http")
 
 
+def test_synthesize_publishes_the_set_and_training_reads_that_copy(tmp_path, shards, s3_server,
+                                                                  monkeypatch):
+    """``synthesize.publish`` (the stage's upload for a cluster): the bucket's copy reads back
+    as the folder; a second set published over it replaces the manifest and removes the parts
+    only the first listed; an upload that fails midway leaves no manifest (never a set that
+    looks complete); and the training stages refuse a bucket that holds another set, or none,
+    in one line naming the fix."""
+    import pyarrow.fs as pafs
+
+    import ytmt.data.shards as sh
+    from ytmt.data.config import SynthesizeConfig
+    from ytmt.data.synthesis import synthesize_shards
+
+    port, fs = s3_server
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    uri = f"s3://ytmt/pub/shards?endpoint_override=127.0.0.1:{port}&scheme=http"
+    with pytest.raises(sh.ShardsMissing, match=r"synthesize.publish = s3://ytmt/pub/shards.* "
+                                            r"holds no shard set; .*dvc repro -f synthesize"):
+        sh.shards_for_training(shards, uri)
+
+    # a set of many small parts (one per 16 mixtures), then the fixture's set over it
+    many = tmp_path / "many"
+    synthesize_shards(shards.parent / "images", many, SynthesizeConfig(
+        size=48, scale_min=48, scale_max=96, train_mixtures=64, val_mixtures=8, test_mixtures=4,
+        workers=1, chunk=16, shard_mb=0.01), seed=1)
+    first = sh.publish(many, uri)
+    assert first["files"] == len(sh._listed(sh.read_manifest(many))) > 4
+    assert sh.read_manifest(uri) == sh.read_manifest(many)
+    assert sh.shards_for_training(many, uri) == uri
+    with pytest.raises(sh.ShardsMissing, match="holds another shard set than"):
+        sh.shards_for_training(shards, uri)
+
+    def objects() -> set[str]:
+        found = fs.get_file_info(pafs.FileSelector("ytmt/pub/shards", recursive=True))
+        return {i.path.removeprefix("ytmt/pub/shards/") for i in found
+                if i.type == pafs.FileType.File}
+
+    second = sh.publish(shards, uri)
+    assert second["removed"] == len(sh._listed(sh.read_manifest(many))
+                                    - sh._listed(sh.read_manifest(shards))) > 0
+    assert objects() == sh._listed(sh.read_manifest(shards)) | {"manifest.json"}
+    assert sh.shard_set_key(uri) == sh.shard_set_key(shards) == second["key"]
+    assert sh.shards_for_training(shards, uri) == uri
+    assert sh.shards_for_training(shards, None) == shards  # no publish: the folder
+
+    # an upload that dies after its first part: the bucket holds no manifest
+    real_copy, calls = pafs.copy_files, []
+
+    def dying_copy(*args, **kwargs):
+        if calls:
+            raise OSError("connection reset")
+        calls.append(args)
+        return real_copy(*args, **kwargs)
+
+    monkeypatch.setattr(pafs, "copy_files", dying_copy)
+    with pytest.raises(OSError, match="connection reset"):
+        sh.publish(many, uri)
+    assert "manifest.json" not in objects()
+    with pytest.raises(sh.ShardsMissing, match="holds no shard set"):
+        sh.shards_for_training(shards, uri)
+
+
+def test_publish_must_be_a_uri_or_an_absolute_path():
+    from ytmt.config import ConfigError
+    from ytmt.params import parse_params
+
+    for ok in ("s3://bucket/shards?endpoint_override=minio:9000", "/mnt/shared/shards"):
+        assert parse_params({"synthesize": {"publish": ok}}).synthesize.publish == ok
+    with pytest.raises(ConfigError, match="publish = 'outputs/shards'.*absolute path"):
+        parse_params({"synthesize": {"publish": "outputs/shards"}})
+
+
 def _train(tmp_path, storage, env, kill_when=None):
     """``pipelines/train.py`` for ytmt-ucs seed 0; ``kill_when()`` true: SIGKILL its
     process group (the driver, its local Ray, the workers)."""

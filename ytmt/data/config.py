@@ -8,6 +8,7 @@ The defaults run on a 2-core laptop in well under a minute (scikit-image's bundl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from ytmt.config import ConfigError, bounded
@@ -100,8 +101,15 @@ class SynthesizeConfig:
     workers: int = bounded(0, ge=0)  # processes; 0: every core of this machine
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = None  # null: $RAY_ADDRESS, else a local Ray; "auto": join one
+    # a cluster's copy of the shards (s3://bucket/shards, or a folder every node mounts): the
+    # stage uploads the finished set there and the training stages read it from there
+    publish: str | None = None
 
     def validate(self) -> None:
+        if self.publish is not None and "://" not in self.publish \
+                and not Path(self.publish).expanduser().is_absolute():
+            raise ConfigError(f"publish = {self.publish!r}: give a URI (s3://bucket/shards) or "
+                              "an absolute path every node mounts, not a relative path")
         if self.kernel_size % 2 != 1:
             raise ConfigError(f"kernel_size = {self.kernel_size}: must be odd")
         if self.scale_min > self.scale_max:

@@ -63,7 +63,8 @@ Readers take the root as a local path or as a URI that pyarrow opens (``s3://buc
 ``gs://...``, with ``?endpoint_override=host:port&scheme=http`` for MinIO-like stores), so
 the nodes of a cluster can read one copy of the set from object storage
 (:func:`read_manifest`, :func:`iter_row_groups`, :func:`open_part`). Synthesis writes to a
-local folder; the set is uploaded as it is (``docs/cluster.md``).
+local folder; with ``synthesize.publish`` set the stage uploads it there (:func:`publish`:
+parts first, manifest last) and the training stages read that copy (:func:`published`).
 """
 
 from __future__ import annotations
@@ -166,6 +167,10 @@ def raw_images(images: np.ndarray | list[np.ndarray]) -> pa.Array:
     data = np.concatenate(flat) if flat else np.zeros(0, np.uint8)
     return pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), len(flat), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+class ShardsMissing(FileNotFoundError):
+    """The shard set a stage needs is missing or incomplete (the message names the fix)."""
 
 
 def part_name(index: int) -> str:
@@ -348,3 +353,70 @@ def iter_row_groups(root: str | Path, split: str,
     for part in manifest["splits"][split]["parts"]:
         for i, rows in enumerate(part["row_groups"]):
             yield join(root, split, part["file"]), i, rows
+
+
+def _listed(manifest: dict[str, Any]) -> set[str]:
+    """``split/file`` of every part a manifest lists."""
+    return {f"{split}/{part['file']}" for split, info in manifest.get("splits", {}).items()
+            for part in info["parts"]}
+
+
+def publish(local: str | Path, dest: str) -> dict[str, Any]:
+    """Upload the complete shard set under ``local`` to ``dest``, a URI (``s3://bucket/shards``,
+    ``?endpoint_override=host:port&scheme=http`` for MinIO-like stores) or a folder every node
+    mounts, so that the nodes of a cluster read one copy. ``dest``'s old manifest is deleted
+    before the first part is written and the new one is written after the last, so a reader
+    never takes a half-uploaded set for a complete one; parts only the old set listed are
+    removed afterwards (nothing else under ``dest`` is touched). Returns what was uploaded."""
+    import pyarrow.fs as pafs
+
+    manifest = read_manifest(local)  # a complete local set, or FileNotFoundError/ValueError
+    local = Path(local).resolve()
+    fs, base = filesystem(str(dest))
+    base = base.rstrip("/")
+    old = _read_bytes(join(dest, MANIFEST))
+    if old is not None:
+        fs.delete_file(f"{base}/{MANIFEST}")
+    files = sorted(_listed(manifest))
+    for split in sorted({f.split("/")[0] for f in files}):
+        fs.create_dir(f"{base}/{split}", recursive=True)
+    for rel in files:
+        pafs.copy_files(str(local / rel), f"{base}/{rel}",
+                        source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    data = (local / MANIFEST).read_bytes()
+    with fs.open_output_stream(f"{base}/{MANIFEST}") as f:
+        f.write(data)
+    read_manifest(dest)  # every part there at its size
+    stale = _listed(json.loads(old)) - set(files) if old is not None else set()
+    for rel in sorted(stale):
+        try:
+            fs.delete_file(f"{base}/{rel}")
+        except FileNotFoundError:
+            pass
+    size = sum(p["bytes"] for info in manifest["splits"].values() for p in info["parts"])
+    return {"uri": str(dest), "files": len(files), "bytes": size, "removed": len(stale),
+            "key": hashlib.sha1(data).hexdigest()}
+
+
+def published(local: str | Path, dest: str) -> str:
+    """``dest`` when it holds the same shard set as ``local`` (the same manifest bytes);
+    :class:`ShardsMissing`, naming the fix, when it holds another set or none."""
+    want = shard_set_key(local)
+    try:
+        there = shard_set_key(dest)
+    except FileNotFoundError:
+        there = None
+    if there != want:
+        what = "no shard set" if there is None else f"another shard set than {local}"
+        raise ShardsMissing(
+            f"synthesize.publish = {dest} holds {what}; the synthesize stage uploads it "
+            "there (`dvc repro -f synthesize`, or pipelines/synthesize.py)")
+    return str(dest)
+
+
+def shards_for_training(local: str | Path, publish: str | None) -> str | Path:
+    """The shard set the training stages read: ``publish``'s copy when it is set (checked by
+    :func:`published` to be the set under ``local``), else ``local``."""
+    if not publish or str(local) == str(publish):
+        return local
+    return published(local, publish)

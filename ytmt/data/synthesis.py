@@ -391,7 +391,7 @@ def synthesis_settings(cfg: SynthesizeConfig) -> dict[str, Any]:
     """The settings that determine the mixtures' bytes (not the worker layout), as the
     manifest records them for the reader's fresh mixtures."""
     return {k: v for k, v in asdict(cfg).items()
-            if k not in ("workers", "backend", "ray_address")}
+            if k not in ("workers", "backend", "ray_address", "publish")}
 
 
 def synthesize_shards(images: str | Path, out: str | Path, cfg: SynthesizeConfig, seed: int,

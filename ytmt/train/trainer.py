@@ -53,6 +53,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ytmt.checkpoint import atomic_torch_save, load_checkpoint, with_frozen_tensors
 from ytmt.cluster import check_cluster, is_uri, uri_join
 from ytmt.config import ConfigError, to_dict
+from ytmt.data.shards import ShardsMissing
 from ytmt.model_store import MODEL_FILE, ModelInfo, run_dir, write_info
 from ytmt.params import resolve_params
 from ytmt.ray_local import init_ray, resolve_storage
@@ -63,10 +64,6 @@ from ytmt.variants import get_variant
 
 STORAGE_ENV = "YTMT_RAY_STORAGE"
 OWNER_ENV = "YTMT_USER"
-
-
-class ShardsMissing(FileNotFoundError):
-    """The shards directory is missing or incomplete."""
 
 
 # --------------------------------------------------------------------------- Ray plumbing
