@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -360,7 +360,7 @@ def import_authors(file: str | Path, out: str | Path, vgg_path: str | Path | Non
             say(f"registering as a version of {reg.name!r} with alias {reg.alias!r}")
             register(staging / "model.pt", source, reg)
         info = _info(source, out, vgg, reg)
-        write_info(staging, info)
+        write_info(staging, replace(info, model_path="model.pt"))  # relative: the folder moves
         replace_dir(staging, out)
     except BaseException:
         if reg is not None:

@@ -63,8 +63,14 @@ class ModelInfo:
 
 
 def write_info(folder: str | Path, info: ModelInfo) -> Path:
-    """Write ``folder/info.json`` atomically."""
-    return atomic_write_text(Path(folder) / INFO_FILE, json.dumps(asdict(info), indent=2) + "\n")
+    """Write ``folder/info.json`` atomically. A ``model_path`` inside ``folder`` is written
+    relative to it (``model.pt``): the folder reads the same wherever it is (another
+    project path, another node, DVC's cache) and :func:`read_info` resolves it again."""
+    data = asdict(info)
+    model = Path(info.model_path)
+    if model.is_absolute() and model.parent == Path(folder).resolve():
+        data["model_path"] = model.name
+    return atomic_write_text(Path(folder) / INFO_FILE, json.dumps(data, indent=2) + "\n")
 
 
 def read_info(folder: str | Path) -> ModelInfo:
@@ -84,4 +90,6 @@ def read_info(folder: str | Path) -> ModelInfo:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+    if not Path(data["model_path"]).is_absolute():  # written relative to the folder
+        data["model_path"] = str((Path(folder) / data["model_path"]).resolve())
     return ModelInfo(**data)

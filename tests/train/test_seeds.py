@@ -108,8 +108,9 @@ def test_two_seeds_train_two_models_and_evaluate_as_mean_std(tmp_path, shards):
     infos = {s: json.loads((out / "ytmt-ucs" / f"seed{s}" / "info.json").read_text())
              for s in (0, 1)}
     assert [infos[s]["seed"] for s in (0, 1)] == [0, 1]
-    weights = {s: torch.load(infos[s]["model_path"], weights_only=True)["state_dict"]
-               for s in (0, 1)}
+    assert {infos[s]["model_path"] for s in (0, 1)} == {"model.pt"}  # relative to its folder
+    weights = {s: torch.load(out / "ytmt-ucs" / f"seed{s}" / infos[s]["model_path"],
+                             weights_only=True)["state_dict"] for s in (0, 1)}
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0]
                if weights[0][k].is_floating_point())
 

@@ -108,7 +108,7 @@ def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
     rows = (plots / "val_psnr" / "ytmt-ucs-seed0.csv").read_text().splitlines()
     assert rows[0] == "epoch,val_psnr_t,val_psnr_t_input" and len(rows) == 3
     info = json.loads((out / "info.json").read_text())
-    assert Path(info["model_path"]).is_file() and info["vgg_weights"] == "random"
+    assert info["model_path"] == "model.pt" and info["vgg_weights"] == "random"
 
     uri = params["train"]["tracking_uri"]
     client = MlflowClient(uri)
