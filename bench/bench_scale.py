@@ -80,7 +80,7 @@ def make_pool(folder: Path, n: int) -> None:
     """``n`` VOC-like JPEGs (a quarter portrait) in ``folder``; kept between runs."""
     from PIL import Image
 
-    from ytmt.data.progress import Progress
+    from ytmt.progress import Progress
 
     if len(list(folder.glob("*.jpg"))) == n:
         return

@@ -16,9 +16,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import default_collate
 
 from ytmt.params import resolve_params
+from ytmt.progress import RunProgress
 from ytmt.train.components import build_components
 from ytmt.train.loop import epoch_loaders, shard_dataset
-from ytmt.train.report import Progress
 from ytmt.train.step import UINT8_SCALE, build_step, to_device, train_epoch
 
 from .conftest import tiny_params
@@ -95,7 +95,7 @@ def test_a_step_syncs_only_when_it_logs(monkeypatch):
     parts = build_components(params, "ytmt-ucs")
     step = build_step(parts, parts.model, params.train, CPU)
     lines: list[str] = []
-    progress = Progress("t", 1, 4, 2, every=2, printer=lines.append)
+    progress = RunProgress("t", 1, 4, 2, every=2, printer=lines.append)
     counter = SyncCounter()
     marks = [0]  # events so far after each step (its progress call included)
 

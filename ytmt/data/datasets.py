@@ -41,9 +41,9 @@ from ytmt.data.archives import (
 from ytmt.data.config import DataConfig, DownloadConfig
 from ytmt.data.download import download, file_digest, verify_archive
 from ytmt.data.layout import BLENDED, TRANSMISSION, LayoutError, find_pairs
-from ytmt.data.progress import Progress
 from ytmt.data.upstream import ARCHIVES, EXPECTED, Archive, PairSource, pick_pairs
 from ytmt.imageio import ImageReadError, probe_format
+from ytmt.progress import Progress
 
 SOURCE_FILE = "SOURCE.json"
 SETS = ("real20", "objects", "postcard", "wild", "nature", "real_train")

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from ytmt import fileio
-from ytmt.data.progress import Progress
+from ytmt.progress import Progress
 
 
 class DownloadError(RuntimeError):

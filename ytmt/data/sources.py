@@ -46,8 +46,8 @@ from PIL import Image
 from ytmt.data.config import FetchConfig
 from ytmt.data.download import DownloadError, download, verify_archive
 from ytmt.data.layout import IMAGE_SUFFIXES
-from ytmt.data.progress import Progress
 from ytmt.imageio import ImageReadError, decode
+from ytmt.progress import Progress
 
 __all__ = ["DownloadError", "download", "fetch_images", "read_index", "verify_archive",
            "voc_members"]

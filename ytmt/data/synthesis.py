@@ -51,7 +51,6 @@ from ytmt.data.pairing import (
     split_photos,
     split_real_pairs,
 )
-from ytmt.data.progress import Progress
 from ytmt.data.shards import (
     MANIFEST,
     PHOTO_SCHEMA,
@@ -67,6 +66,7 @@ from ytmt.data.shards import (
 )
 from ytmt.data.sources import read_index
 from ytmt.fileio import file_digest
+from ytmt.progress import Progress
 
 # --------------------------------------------------------------------------- one chunk
 

@@ -71,8 +71,9 @@ from ytmt.config import flatten, to_dict
 from ytmt.grids import image_grid_png
 from ytmt.params import resolve_params
 from ytmt.precision import configure_cuda
+from ytmt.progress import RunProgress, console
 from ytmt.train.components import build_components, learning_rate
-from ytmt.train.report import Progress, atomic_write_bytes, console, curves_png
+from ytmt.train.report import atomic_write_bytes, curves_png
 from ytmt.train.shipping import received_stage1, received_vgg
 from ytmt.train.step import (
     LOSS_TERMS,
@@ -306,7 +307,7 @@ def _open_logger(run: _Run, config: dict[str, Any]):
 
 # --------------------------------------------------------------------------- per epoch
 
-def _train_and_validate(run: _Run, epoch: int, progress: Progress
+def _train_and_validate(run: _Run, epoch: int, progress: RunProgress
                         ) -> tuple[dict[str, float], list[list[np.ndarray]]]:
     """Epoch ``epoch`` (0-based) trained and validated: its record (means over all ranks)
     and rank 0's validation samples."""
@@ -382,7 +383,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     logger = _open_logger(run, config)
     if run.rank == 0 and run.start_epoch:
         console(f"[{variant}] resumed after epoch {run.start_epoch}")
-    progress = Progress(variant, cfg.epochs, run.steps, run.world * cfg.batch_size,
+    progress = RunProgress(variant, cfg.epochs, run.steps, run.world * cfg.batch_size,
                         start_epoch=run.start_epoch, every=cfg.log_every_steps)
     ckpt_dirs = _CheckpointDirs(keep_last=bool(config.get("in_process")))
     for epoch in range(run.start_epoch, cfg.epochs):

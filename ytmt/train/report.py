@@ -1,5 +1,6 @@
-"""What a training run shows: console progress, loss curves, per-epoch tables (the sample
-grid: :func:`ytmt.grids.image_grid_png`).
+"""What a training run shows besides its console lines (:mod:`ytmt.progress`): loss curves,
+per-epoch tables and the DVC metrics and plots files (the sample grid:
+:func:`ytmt.grids.image_grid_png`).
 
 Everything here runs on rank 0 (or the driver) only and writes files atomically
 (temporary name, then rename), so an interrupted run never leaves half a PNG or CSV.
@@ -9,66 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ytmt.fileio import atomic_write_bytes
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def console(message: str) -> None:
-    """One line to stdout, flushed. Written to the stream, not with ``print``: inside Ray
-    Train 2.60 workers ``print`` is patched to log the line and also echo it, so every
-    printed line reached the driver's console twice."""
-    sys.stdout.write(message + "\n")
-    sys.stdout.flush()
-
-
-class Progress:
-    """Console progress of one run, from rank 0: a line at the end of every epoch (the loop's,
-    with :meth:`eta`), and within long epochs every ``every`` steps
-    ``epoch e/E step s/S loss .. img/s ETA h:mm:ss``.
-
-    ``images_per_step`` is the global batch (all workers). The ETA extrapolates the mean
-    step time of this process over the steps left in all remaining epochs.
-    """
-
-    def __init__(self, name: str, epochs: int, steps_per_epoch: int, images_per_step: int,
-                 start_epoch: int = 0, every: int = 10, printer=console) -> None:
-        self.name, self.epochs, self.steps = name, epochs, max(1, steps_per_epoch)
-        self.images_per_step, self.every, self.printer = images_per_step, every, printer
-        self.start_epoch = start_epoch
-        self.t0 = time.perf_counter()
-        self.done = 0
-        self.left = (epochs - start_epoch) * self.steps
-
-    def step(self, epoch: int, step: int, loss: float | Callable[[], float]) -> None:
-        """After step ``step`` (1-based) of epoch ``epoch`` (1-based). ``loss``: the step's
-        loss, or a function giving it, called only for a line that shows it (a device's
-        loss costs a host sync: once per ``every`` steps, not every step)."""
-        self.done += 1
-        self.left = (self.epochs - epoch) * self.steps + (self.steps - step)
-        if step % self.every or step == self.steps:  # the epoch's own line follows
-            return
-        if callable(loss):
-            loss = loss()
-        per_step = (time.perf_counter() - self.t0) / self.done
-        self.printer(f"[{self.name}] epoch {epoch}/{self.epochs} step {step}/{self.steps} "
-                     f"loss {loss:.4f} {self.images_per_step / per_step:.1f} img/s "
-                     f"ETA {self.eta()}")
-
-    def eta(self) -> str:
-        """Time left for the remaining steps at this run's mean step time so far."""
-        if not self.done:
-            return "?"
-        return format_seconds(self.left * (time.perf_counter() - self.t0) / self.done)
-
 
 CURVE_KEYS = ("train_loss", "loss_rec", "loss_perceptual", "loss_exclusion", "loss_adversarial")
 
