@@ -61,3 +61,13 @@ def test_odd_bounds_with_an_even_size_between_them_are_fine():
                         "synthesize")
     assert (cfg.scale_min, cfg.scale_max) == (97, 98)
     parse_section(SynthesizeConfig, {"size": 96, "scale_min": 96, "scale_max": 96}, "synthesize")
+
+
+def test_publish_must_be_a_uri_or_an_absolute_path():
+    from ytmt.config import ConfigError
+    from ytmt.params import parse_params
+
+    for ok in ("s3://bucket/shards?endpoint_override=minio:9000", "/mnt/shared/shards"):
+        assert parse_params({"synthesize": {"publish": ok}}).synthesize.publish == ok
+    with pytest.raises(ConfigError, match="publish = 'outputs/shards'.*absolute path"):
+        parse_params({"synthesize": {"publish": "outputs/shards"}})

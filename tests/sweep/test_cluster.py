@@ -14,7 +14,7 @@ import yaml
 from .cluster import LoopbackCluster
 from .conftest import REPO, sweep_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
 def test_sweep_job_runs_trials_on_both_nodes(tmp_path, shards):

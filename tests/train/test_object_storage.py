@@ -137,16 +137,6 @@ def test_synthesize_publishes_the_set_and_training_reads_that_copy(tmp_path, sha
         sh.shards_for_training(shards, uri)
 
 
-def test_publish_must_be_a_uri_or_an_absolute_path():
-    from ytmt.config import ConfigError
-    from ytmt.params import parse_params
-
-    for ok in ("s3://bucket/shards?endpoint_override=minio:9000", "/mnt/shared/shards"):
-        assert parse_params({"synthesize": {"publish": ok}}).synthesize.publish == ok
-    with pytest.raises(ConfigError, match="publish = 'outputs/shards'.*absolute path"):
-        parse_params({"synthesize": {"publish": "outputs/shards"}})
-
-
 def _train(tmp_path, storage, env, kill_when=None):
     """``pipelines/train.py`` for ytmt-ucs seed 0; ``kill_when()`` true: SIGKILL its
     process group (the driver, its local Ray, the workers)."""
