@@ -115,10 +115,13 @@ def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
 
 
 def client(tracking_uri: str):
-    """An ``MlflowClient`` bound to ``tracking_uri`` (imported lazily: mlflow is slow)."""
+    """An ``MlflowClient`` bound to ``tracking_uri`` (imported lazily: mlflow is slow), its
+    model registry there too unless ``$MLFLOW_REGISTRY_URI`` names another: never the
+    registry an earlier ``mlflow.set_registry_uri`` of this process left behind."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri,
+                        registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri)
 
 
 def is_not_found(err: BaseException) -> bool:

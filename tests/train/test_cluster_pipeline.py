@@ -107,7 +107,7 @@ def test_dvc_repro_runs_every_stage_across_two_nodes_with_shared_storage_only(
     best = yaml.safe_load((repo / "outputs/tune/best.yaml").read_text())
 
     # every run, model and registry entry on the server; no SQLite store in the project
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)  # not a registry an earlier test set
     train_exp = client.get_experiment_by_name(params["train"]["experiment"])
     runs = {r.data.tags["variant"]: r for r in client.search_runs([train_exp.experiment_id])}
     assert set(runs) == {"ytmt-ucs", "ytmt-uct"}
