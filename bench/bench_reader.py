@@ -113,7 +113,8 @@ def main() -> None:
     print(f"ShardDataset, iterated:          {direct:8.1f} samples/s  ({direct / base:.1f}x)")
     print(f"ShardDataset + DataLoader(16):   {batched:8.1f} samples/s  ({batched / base:.1f}x)")
     print(f"per core: {batched:.0f} samples/s (target >= 300)")
-    print(f"training loader, uint8 samples, batch 16 ({os.cpu_count()} cores here):")
+    print("training loader (SampleBatches), uint8, batches of 16 collated in the loader "
+          f"processes ({os.cpu_count()} cores here):")
     for w, rate in procs.items():
         print(f"  {w} loader process{'es' if w > 1 else '  '}: {rate:8.1f} samples/s, "
               f"{rate / w:8.1f} per process  ({rate / base:.1f}x baseline)")

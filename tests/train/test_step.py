@@ -11,6 +11,7 @@ from ytmt.params import resolve_params
 from ytmt.train.components import build_components
 from ytmt.train.loop import epoch_loaders, shard_dataset
 from ytmt.train.step import (
+    SampleBatches,
     build_step,
     discriminator_update,
     generate,
@@ -95,3 +96,42 @@ def test_an_epoch_sees_every_training_sample_once(shards, workers):
     assert len(train_ds) == 64 and steps == 13
     sums = train_epoch(step, batches, steps)
     assert sums["n"] == 64
+
+
+class _Numbered(torch.utils.data.IterableDataset):
+    """Samples 0..n-1 as the reader yields them (uint8 images, an int16 reflection, a flag,
+    an id), split between DataLoader workers in contiguous blocks of unequal length."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        workers, wid = (info.num_workers, info.id) if info else (1, 0)
+        bounds = [round(self.n * k / workers) for k in range(workers + 1)]
+        for i in range(bounds[wid], bounds[wid + 1]):
+            yield {"mixture": torch.full((3, 2, 2), i % 256, dtype=torch.uint8),
+                   "transmission": torch.full((3, 2, 2), i % 256, dtype=torch.uint8),
+                   "reflection": torch.full((3, 2, 2), -i, dtype=torch.int16),
+                   "is_real": torch.tensor(i % 2 == 0), "id": f"s{i}"}
+
+
+@pytest.mark.parametrize("workers", [0, 2, 3])
+def test_sample_batches_are_full_but_the_last_and_hold_every_sample_once(workers):
+    """23 samples, batch 4: 6 batches, the first 5 full, every sample once with its fields
+    intact, whatever the loader workers (each of which ends on a partial batch of its own:
+    2 workers hold 12 + 11 samples, 3 workers 8 + 7 + 8). The control: a DataLoader's
+    batches straight from 3 workers come [4, 4, 4, 4, 3, 4]."""
+    batches = list(SampleBatches(_Numbered(23), 4, workers))
+    assert [len(b["id"]) for b in batches] == [4, 4, 4, 4, 4, 3]
+    ids = [int(i[1:]) for b in batches for i in b["id"]]
+    assert sorted(ids) == list(range(23))
+    for b in batches:
+        numbers = torch.tensor([int(i[1:]) for i in b["id"]])
+        assert b["mixture"].dtype == torch.uint8 and b["reflection"].dtype == torch.int16
+        assert torch.equal(b["mixture"][:, 0, 0, 0].long(), numbers % 256)
+        assert torch.equal(b["reflection"][:, 0, 0, 0].long(), -numbers)
+        assert torch.equal(b["is_real"], numbers % 2 == 0)
