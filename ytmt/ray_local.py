@@ -61,6 +61,15 @@ def quiet_worker_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+#: Ray Train's controller polls its workers (their reports, their end) every
+#: ``$RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s by default). A local Ray polls every 0.5 s
+#: unless that variable is set: a run's end is seen sooner, and a run of one report took
+#: 11.6 s against 14.5-16.1 s (a no-op TorchTrainer on this 2-core machine). A cluster keeps
+#: its own setting.
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+LOCAL_HEALTH_CHECK_S = "0.5"
+
+
 def start_local_ray(num_cpus: int | None = None, resources: dict[str, float] | None = None,
                     **init_kwargs: Any) -> None:
     """``ray.init`` a new local Ray (loopback only) as the module docstring explains;
@@ -76,7 +85,8 @@ def start_local_ray(num_cpus: int | None = None, resources: dict[str, float] | N
     notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
     level = notice.level
     notice.setLevel(logging.ERROR)
-    env = {"RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+    env = {"RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+           HEALTH_CHECK_ENV: os.environ.get(HEALTH_CHECK_ENV, LOCAL_HEALTH_CHECK_S)}
     init_kwargs.setdefault("logging_level", logging.WARNING)
     init_kwargs.setdefault("logging_config", ray.LoggingConfig(encoding="TEXT",
                                                                log_level="WARNING"))

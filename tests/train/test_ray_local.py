@@ -4,6 +4,7 @@ plain way, the state API cannot tell which Ray to ask; the cleaner then logs a w
 second or, worse, takes a live controller for dead and removes its workers' placement group
 (seen in a `dvc repro` of the train stage)."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -82,6 +83,7 @@ def test_state_api_finds_the_run_while_another_ray_runs(ray_local):
 
 
 INIT = textwrap.dedent("""
+    import os
     import sys
     import ray
     from ytmt.ray_local import init_ray
@@ -91,6 +93,8 @@ INIT = textwrap.dedent("""
     print("AGAIN", init_ray(address, num_cpus=1))
     print("RESOURCES", sorted((k, v) for k, v in ray.cluster_resources().items()
                               if k in ("CPU", "train_driver")))
+    print("POLL", ray.get(ray.remote(num_cpus=0)(
+        lambda: os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "unset")).remote()))
     ray.shutdown()
 """)
 
@@ -103,18 +107,22 @@ def init_in_subprocess(*args: str) -> dict[str, str]:
                           timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(line.split(" ", 1) for line in proc.stdout.splitlines()
-                if line.split(" ", 1)[0] in ("STARTED", "AGAIN", "RESOURCES"))
+                if line.split(" ", 1)[0] in ("STARTED", "AGAIN", "RESOURCES", "POLL"))
 
 
 @pytest.mark.slow
 def test_init_ray_starts_a_local_ray_or_joins_one_and_says_which(ray_local):
     # no address: a local Ray with the custom resource; a second call leaves it alone
+    # and the workers poll every 0.5 s (ytmt.ray_local.LOCAL_HEALTH_CHECK_S)
     local = init_in_subprocess()
     assert local == {"STARTED": "True", "AGAIN": "False",
-                     "RESOURCES": "[('CPU', 1.0), ('train_driver', 2.0)]"}
-    # an address: join that Ray (the session's, 2 CPUs); the local-only settings do not apply
+                     "RESOURCES": "[('CPU', 1.0), ('train_driver', 2.0)]", "POLL": "0.5"}
+    # an address: join that Ray (the session's, 2 CPUs); the local-only settings do not
+    # apply, and the cluster's workers keep the poll interval the cluster was given (the
+    # session's Ray is local, and the test process does not set the variable)
     joined = init_in_subprocess(ray_local.get_runtime_context().gcs_address)
-    assert joined == {"STARTED": "True", "AGAIN": "False", "RESOURCES": "[('CPU', 2.0)]"}
+    assert joined == {"STARTED": "True", "AGAIN": "False", "RESOURCES": "[('CPU', 2.0)]",
+                      "POLL": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "unset")}
     assert ray_local.is_initialized() and ray_local.cluster_resources()["CPU"] == 2.0
 
 
