@@ -174,12 +174,13 @@ class SampleBatches:
 
     Each worker collates batches of its own samples: one shared-memory tensor per image and
     batch crosses to this process, where a sample at a time would cost one per image and
-    sample (``bench/bench_reader.py``: 2.4x the samples/s of one loader process). A worker's
-    last batch of the epoch may be partial; those are split into samples and batched again
-    here, so an epoch takes ``ceil(len / batch_size)`` batches whatever ``workers`` is (each
-    worker ending on a partial batch of its own would add steps). Each worker keeps up to two
-    batches ready. ``pin_memory``: the images of each batch are put in page-locked memory, so
-    that the copy to a CUDA device can run asynchronously (``non_blocking``)."""
+    sample (``bench/bench_reader.py``: 1.8x the samples/s with one loader process, 2.2x with
+    two). A worker's last batch of the epoch may be partial; those are split into samples
+    and batched again here, so an epoch takes ``ceil(len / batch_size)`` batches whatever
+    ``workers`` is (each worker ending on a partial batch of its own would add steps). Each
+    worker keeps up to two batches ready. ``pin_memory``: the images of each batch are put
+    in page-locked memory, so that the copy to a CUDA device can run asynchronously
+    (``non_blocking``)."""
 
     def __init__(self, dataset: IterableDataset, batch_size: int, workers: int,
                  pin_memory: bool = False) -> None:
