@@ -11,9 +11,32 @@ import ytmt
 
 
 @pytest.fixture(scope="session")
-def random_vgg():
-    """A seeded random VGG-19 (no ImageNet file needed); shared, frozen."""
+def session_random_vgg():
+    """The session's one seeded random VGG-19, for fixtures of a wider scope; tests take
+    :func:`random_vgg`, which checks that they leave it as it was."""
     return ytmt.load_vgg19("random", seed=0)
+
+
+@pytest.fixture(scope="session")
+def _pristine_vgg_state(session_random_vgg):
+    return {k: v.clone() for k, v in session_random_vgg.state_dict().items()}
+
+
+@pytest.fixture
+def random_vgg(session_random_vgg, _pristine_vgg_state):
+    """A seeded random VGG-19 (no ImageNet file needed), frozen and shared by the whole
+    session: a test that changes it (its weights, its mode, a ``requires_grad``) fails at
+    its own teardown, not some later test that happens to use it."""
+    vgg, pristine = session_random_vgg, _pristine_vgg_state
+    yield vgg
+    state = vgg.state_dict()
+    changed = [k for k, v in pristine.items() if not torch.equal(state[k], v)]
+    unfrozen = vgg.training or any(p.requires_grad for p in vgg.parameters())
+    if changed or unfrozen:  # put it back, so that only the test that changed it fails
+        vgg.load_state_dict(pristine)
+        vgg.eval().requires_grad_(False)
+    assert not changed, f"this test changed the shared random_vgg's {changed[:3]}"
+    assert not unfrozen, "this test unfroze the shared random_vgg or put it in training mode"
 
 
 @pytest.fixture(autouse=True)

@@ -23,8 +23,8 @@ def save_tiny(path, variant="ytmt-ucs", seed=0, vgg=None, extra=None, hypercolum
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory, random_vgg):
-    return save_tiny(tmp_path_factory.mktemp("ckpt") / "model.pt", vgg=random_vgg)
+def tiny_checkpoint(tmp_path_factory, session_random_vgg):
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "model.pt", vgg=session_random_vgg)
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +97,7 @@ TRAINED = [("ytmt-ucs", 0, 20.0), ("ytmt-ucs", 1, 22.0), ("unet-no-fi", 0, 21.0)
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory, random_vgg):
+def trained(tmp_path_factory, session_random_vgg):
     """What the train stages leave: models/<variant>/seed<k>/model.pt + info.json, each
     logged as a pyfunc into its own run of a real SQLite MLflow store."""
     import mlflow
@@ -112,7 +112,7 @@ def trained(tmp_path_factory, random_vgg):
     exp = mlflow.create_experiment("ytmt-train", artifact_location=(root / "art").as_uri())
     for i, (variant, seed, val) in enumerate(TRAINED):
         folder = run_dir(root / "models", variant, seed)
-        path = save_tiny(folder / "model.pt", variant, seed=i, vgg=random_vgg)
+        path = save_tiny(folder / "model.pt", variant, seed=i, vgg=session_random_vgg)
         with mlflow.start_run(experiment_id=exp) as run:
             mlflow.log_metric("val_psnr_t", val)
             logged = log_model(path, name="model")
