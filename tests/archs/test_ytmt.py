@@ -104,18 +104,10 @@ def test_fused_streams_compute_the_same_function(name, random_vgg):
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def perturb_own_weights(model, shared_vgg):
-    """Move the model's weights off their initial values, all but the session's shared VGG
-    (frozen, and a test must not change it: tests/conftest.py)."""
-    shared = {id(p) for p in shared_vgg.parameters()}
-    for p in model.parameters():
-        if id(p) not in shared:
-            p.data.add_(0.01 * torch.randn_like(p))
-
-
 def test_two_stage_model_freezes_stage1_and_feeds_hypercolumns(tmp_path, random_vgg):
     stage1 = ytmt.build_model("ytmt-ucs", width=4, vgg=random_vgg)
-    perturb_own_weights(stage1, random_vgg)
+    for p in stage1.stage1.parameters():  # the network's weights; the VGG is the session's
+        p.data.add_(0.01 * torch.randn_like(p))
     ckpt = save_checkpoint(tmp_path / "s1.pt", stage1, model_spec(stage1, 4))
 
     model = ytmt.build_model("ytmt-uct", width=4, vgg=random_vgg)
@@ -147,7 +139,9 @@ def test_lazy_hypercolumn_computes_the_same_function_as_the_materialised_one(nam
     eager = ytmt.build_model(name, width=4, vgg=random_vgg, lazy_hypercolumn=False,
                              plain_layers=3)
     lazy = ytmt.build_model(name, width=4, vgg=random_vgg, plain_layers=3)
-    perturb_own_weights(eager, random_vgg)
+    for name, p in eager.named_parameters():
+        if not name.startswith("features.vgg."):  # the session's VGG: tests/conftest.py
+            p.data.add_(0.01 * torch.randn_like(p))
     lazy.load_state_dict(eager.state_dict())
     x = torch.rand(2, 3, 37, 29)
     for a, b in zip(eager(x), lazy(x), strict=True):
