@@ -1,7 +1,12 @@
-"""A real 2-trial sweep at tiny scale (width 4, 32 px crops, 2 steps per epoch, 2 epochs),
-interrupted with Ctrl-C (SIGINT) once its first trial has finished and run again.
+"""A real 3-trial sweep at tiny scale (width 4, 32 px crops, 1 step per epoch, 2 epochs),
+interrupted with Ctrl-C (SIGINT) once its first trial has finished, run again (it resumes),
+then run a third time with its outputs deleted (what `dvc repro -f -s tune` does).
 
-One sweep serves every test here (Ray start-up and worker start-up dominate its cost).
+One sweep serves every test here (Ray start-up and worker start-up dominate its cost). Its
+ASHA metric is the training loss (mode max), which the exclusion weight orders at epoch 1 (one
+step from the same weights and data: the same loss terms, plus the weight times the same
+exclusion term): the grid runs 2.0 first, then 0.0, which is certainly below the rung cutoff
+and stopped early, then 1.0, which must get the stopped trial's workers.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from .conftest import run_tune, sweep_params, tune_cmd
 pytestmark = pytest.mark.slow
 
 EPOCHS = 2
+METRIC = "train_loss"
+GRID = [2.0, 0.0, 1.0]
 
 
 def _client(tmp: Path):
@@ -42,13 +49,20 @@ def _finished_child(tmp: Path, log: Path):
     return runs[0] if runs else None
 
 
+def _records(out: Path) -> dict:
+    with (out / "trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return {"rows": rows, "summary": json.loads((out / "summary.json").read_text()),
+            "best": yaml.safe_load((out / "best.yaml").read_text())}
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, shards):
     tmp = tmp_path_factory.mktemp("sweep")
     params = sweep_params(
-        tmp, epochs=EPOCHS, num_samples=1, overrides={"train.max_steps_per_epoch": 2},
-        space={"loss.perceptual": {"type": "loguniform", "low": 0.01, "high": 1.0},
-               "loss.exclusion": {"type": "grid", "values": [0.0, 2.0]}})
+        tmp, epochs=EPOCHS, num_samples=1, metric=METRIC, mode="max",
+        overrides={"train.max_steps_per_epoch": 1},
+        space={"loss.exclusion": {"type": "grid", "values": GRID}})
     out = tmp / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
@@ -71,12 +85,19 @@ def sweep(tmp_path_factory, shards):
                 proc.wait()
     second = run_tune(params, shards, out)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
-    with (out / "trials.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    records = _records(out)
+    # a forced re-run of the finished stage (`dvc repro -f -s tune`: DVC deletes the outputs)
+    for name in ("best.yaml", "trials.csv", "summary.json"):
+        (out / name).unlink()
+    third = run_tune(params, shards, out)
+    assert third.returncode == 0, third.stdout[-4000:] + third.stderr[-4000:]
     return {"tmp": tmp, "out": out, "rc1": rc1, "log1": log1.read_text(), "first": first,
-            "second": second.stdout + second.stderr, "rows": rows,
-            "summary": json.loads((out / "summary.json").read_text()),
-            "best": yaml.safe_load((out / "best.yaml").read_text())}
+            "second": second.stdout + second.stderr, "third": third.stdout + third.stderr,
+            **records, "again": _records(out)}
+
+
+def _by_weight(rows: list[dict]) -> dict[float, dict]:
+    return {float(r["loss.exclusion"]): r for r in rows}
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(sweep):
@@ -96,11 +117,11 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(sweep):
     assert len(results) == int(row["epochs_run"])  # no second pass appended
 
 
-def test_both_trials_are_mlflow_children_of_the_sweep_run(sweep):
+def test_every_trial_is_an_mlflow_child_of_the_sweep_run(sweep):
     c = _client(sweep["tmp"])
     exp = c.get_experiment_by_name("ytmt-tune")
     parents = c.search_runs([exp.experiment_id], filter_string="tags.ytmt_role = 'sweep'")
-    assert len(parents) == 1  # the resumed sweep reused its parent run
+    assert len(parents) == 1  # the resumed and the forced re-run sweeps reused its parent run
     parent = parents[0]
     assert parent.info.run_id == sweep["summary"]["parent_run_id"]
     assert parent.info.status == "FINISHED"
@@ -109,7 +130,7 @@ def test_both_trials_are_mlflow_children_of_the_sweep_run(sweep):
     assert parent.data.tags["mlflow.user"] and source
     children = c.search_runs([exp.experiment_id], filter_string=(
         f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"))
-    assert len(children) == len(sweep["rows"]) == 2
+    assert len(children) == len(sweep["rows"]) == len(GRID)
     by_trial = {r.data.tags["ytmt_tune_trial_id"]: r for r in children}
     assert set(by_trial) == {r["trial_id"] for r in sweep["rows"]}
     for row in sweep["rows"]:
@@ -117,17 +138,17 @@ def test_both_trials_are_mlflow_children_of_the_sweep_run(sweep):
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.source.name"] == source  # the driver's, not Ray's worker
         assert row["mlflow_run_id"] == run.info.run_id
-        for key in ("loss.perceptual", "loss.exclusion"):  # the sampled weights as params
-            assert float(run.data.params[key]) == pytest.approx(float(row[key]))
-        assert run.data.params["train.max_steps_per_epoch"] == "2"  # tune.overrides applied
-        steps = sorted(m.step for m in c.get_metric_history(run.info.run_id, "val_psnr_t"))
+        # the sampled weight as a param
+        assert float(run.data.params["loss.exclusion"]) == float(row["loss.exclusion"])
+        assert run.data.params["train.max_steps_per_epoch"] == "1"  # tune.overrides applied
+        steps = sorted(m.step for m in c.get_metric_history(run.info.run_id, METRIC))
         epochs = int(row["epochs_run"])
         # a trial ASHA stops may finish (and log) one more epoch while Tune ends it
         assert steps == list(range(1, len(steps) + 1)) and epochs <= len(steps) <= EPOCHS
         if row["status"] == "completed":
             assert len(steps) == epochs == EPOCHS
         assert run.data.tags["ray_node_id.rank0"] == row["train_nodes"]
-    assert sorted(float(r["loss.exclusion"]) for r in sweep["rows"]) == [0.0, 2.0]  # the grid
+    assert sorted(float(r["loss.exclusion"]) for r in sweep["rows"]) == sorted(GRID)
 
 
 def test_scheduler_decisions_are_recorded(sweep):
@@ -146,12 +167,15 @@ def test_scheduler_decisions_are_recorded(sweep):
             assert [m.step for m in c.get_metric_history(run.info.run_id,
                                                          "tune_stopped_early")] == [epochs]
         epoch1[row["trial_id"]] = next(m.value for m in c.get_metric_history(
-            run.info.run_id, "val_psnr_t") if m.step == 1)
-    # ASHA (grace 1, reduction 2) stops the second trial at epoch 1 iff it is below the
-    # first; the first trial to reach the rung is never stopped there.
-    a, b = sorted(sweep["rows"], key=lambda r: r["trial_id"])
+            run.info.run_id, METRIC) if m.step == 1)
+    # ASHA (grace 1, reduction 2, mode max) stops the second trial at epoch 1 iff it is below
+    # the first; the first trial to reach the rung is never stopped there. The exclusion
+    # weight orders the epoch-1 loss: the second trial (weight 0) is below the first (2).
+    a, b, _ = sorted(sweep["rows"], key=lambda r: r["trial_id"])
+    assert (float(a["loss.exclusion"]), float(b["loss.exclusion"])) == (2.0, 0.0)
     assert a["status"] == "completed"
-    assert (b["status"] == "stopped_early") == (epoch1[b["trial_id"]] < epoch1[a["trial_id"]])
+    assert epoch1[b["trial_id"]] < epoch1[a["trial_id"]]
+    assert b["status"] == "stopped_early"
     parent = c.get_run(sweep["summary"]["parent_run_id"])
     assert parent.data.metrics["trials_stopped_early"] == sum(
         r["status"] == "stopped_early" for r in sweep["rows"])
@@ -161,20 +185,19 @@ def test_scheduler_decisions_are_recorded(sweep):
 
 def test_best_yaml_holds_the_best_trials_weights(sweep):
     rows = [r for r in sweep["rows"] if r["status"] == "completed"]  # ASHA's survivors
-    best = max(rows, key=lambda r: float(r["val_psnr_t"]))
+    best = max(rows, key=lambda r: float(r[METRIC]))
     assert sweep["summary"]["best_trial_id"] == best["trial_id"]
     assert sweep["best"] == {"variants": ["ytmt-ucs"], "weights": {
-        "loss.perceptual": pytest.approx(float(best["loss.perceptual"])),
         "loss.exclusion": pytest.approx(float(best["loss.exclusion"]))}}
     weights = sweep["best"]["weights"]
     c = _client(sweep["tmp"])
-    last = max(c.get_metric_history(best["mlflow_run_id"], "val_psnr_t"), key=lambda m: m.step)
+    last = max(c.get_metric_history(best["mlflow_run_id"], METRIC), key=lambda m: m.step)
     assert sweep["summary"]["best_metric"] == pytest.approx(last.value)
     parent = c.get_run(sweep["summary"]["parent_run_id"])
-    assert float(parent.data.tags["best.loss.perceptual"]) == pytest.approx(
-        weights["loss.perceptual"])
+    assert float(parent.data.tags["best.loss.exclusion"]) == pytest.approx(
+        weights["loss.exclusion"])
     assert parent.data.tags["best.variants"] == "ytmt-ucs"
-    assert parent.data.metrics["best_val_psnr_t"] == pytest.approx(last.value)
+    assert parent.data.metrics[f"best_{METRIC}"] == pytest.approx(last.value)
     # the train stage reads best.yaml's weights as dotted overrides: they must validate
     from ytmt.config import to_dict
     from ytmt.params import load_params, resolve_params
@@ -186,38 +209,31 @@ def test_best_yaml_holds_the_best_trials_weights(sweep):
     assert resolved.loss.exclusion == pytest.approx(weights["loss.exclusion"])
 
 
-def test_trial_after_an_early_stopped_trial_gets_its_workers(tmp_path, shards):
+def test_trial_after_an_early_stopped_trial_gets_its_workers(sweep):
     """ASHA stopping a trial must free its Train workers' CPUs: the next trial on the same
-    2 CPUs starts instead of dying on the worker-group start timeout. The ASHA metric here is
-    the training loss (mode max), which the exclusion weight orders: the 0.0 trial is
-    certainly below the rung cutoff after the 2.0 trial, and a third trial follows it."""
-    params = sweep_params(
-        tmp_path, epochs=2, num_samples=1, metric="train_loss", mode="max",
-        overrides={"train.max_steps_per_epoch": 1},
-        space={"loss.exclusion": {"type": "grid", "values": [2.0, 0.0, 1.0]}})
-    proc = run_tune(params, shards, tmp_path / "out")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    with (tmp_path / "out" / "trials.csv").open() as f:
-        rows = {float(r["loss.exclusion"]): r for r in csv.DictReader(f)}
+    2 CPUs starts instead of dying on the worker-group start timeout. The stop happens in
+    the resumed sweep (the first was interrupted once the 2.0 trial finished), so the 1.0
+    trial that follows runs on the same Ray as the stopped one."""
+    rows = _by_weight(sweep["rows"])
     assert rows[0.0]["status"] == "stopped_early"
+    stopped = f"trial {rows[0.0]['trial_id']} stopped early by the scheduler"
+    assert stopped in sweep["second"] and stopped not in sweep["log1"]
     assert rows[1.0]["error"] == "" and int(rows[1.0]["epochs_run"]) >= 1
     assert rows[1.0]["trial_id"] > rows[0.0]["trial_id"]  # it ran after the stopped one
 
-    # A forced re-run of the finished stage (`dvc repro -f -s tune`: DVC deletes the outputs)
-    # restores the finished Tune experiment: no trial trains again, the stopped trial is
-    # still known as stopped (its decision tag hangs under the same MLflow parent run), and
-    # the records come back the same.
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    for name in ("best.yaml", "trials.csv", "summary.json"):
-        (tmp_path / "out" / name).unlink()
-    again = run_tune(params, shards, tmp_path / "out")
-    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
-    assert "resuming sweep" in again.stdout + again.stderr
-    with (tmp_path / "out" / "trials.csv").open() as f:
-        rows_again = {float(r["loss.exclusion"]): r for r in csv.DictReader(f)}
+
+def test_a_forced_rerun_restores_the_finished_sweep(sweep):
+    """A forced re-run of the finished stage (`dvc repro -f -s tune`: DVC deletes the
+    outputs) restores the finished Tune experiment: no trial trains again, the stopped trial
+    is still known as stopped (its decision tag hangs under the same MLflow parent run), and
+    the records come back the same."""
+    assert "resuming sweep" in sweep["third"]
+    assert "stopped early by the scheduler" not in sweep["third"]  # no trial ran again
+    rows, rows_again = _by_weight(sweep["rows"]), _by_weight(sweep["again"]["rows"])
     assert {k: (r["status"], r["epochs_run"], r["mlflow_run_id"]) for k, r in rows.items()} == \
         {k: (r["status"], r["epochs_run"], r["mlflow_run_id"]) for k, r in rows_again.items()}
-    summary_again = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary, summary_again = sweep["summary"], sweep["again"]["summary"]
     assert summary_again["restored"] is True
     assert summary_again["parent_run_id"] == summary["parent_run_id"]
     assert summary_again["best"] == summary["best"]
+    assert sweep["again"]["best"] == sweep["best"]
