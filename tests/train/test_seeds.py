@@ -4,7 +4,6 @@ per run, and the evaluation reading them back as mean ± std."""
 import csv
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from ytmt.config import ConfigError, parse_section
 from ytmt.model_store import run_dir
 from ytmt.params import parse_params
 from ytmt.train.config import Run, TrainConfig
+from ytmt.train.matrix import _prepare_tracking, run_jobs
 from ytmt.train.trainer import _training_key, make_loop_config
 
 from .conftest import tiny_params
@@ -91,17 +91,24 @@ def test_two_seeds_train_two_models_and_evaluate_as_mean_std(tmp_path, shards):
     out, plots = tmp_path / "models", tmp_path / "plots"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     runs = parse_params(params).train.runs()
+    commands, needs = {}, {}
     for run in runs:
         stage1 = ["--stage1", str(run_dir(out, run.stage1, run.seed) / "model.pt")] \
             if run.stage1 else []
         label = f"{run.variant}-seed{run.seed}"
-        proc = subprocess.run(
-            [sys.executable, str(REPO / "pipelines" / "train.py"), "--params",
-             str(tmp_path / "params.yaml"), "--variant", run.variant, "--seed", str(run.seed),
-             *stage1, "--shards", str(shards), "--out", str(run_dir(out, run.variant, run.seed)),
-             "--metrics", str(tmp_path / "metrics" / f"{label}.json"), "--plots", str(plots)],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        commands[label] = [
+            sys.executable, str(REPO / "pipelines" / "train.py"), "--params",
+            str(tmp_path / "params.yaml"), "--variant", run.variant, "--seed", str(run.seed),
+            *stage1, "--shards", str(shards), "--out", str(run_dir(out, run.variant, run.seed)),
+            "--metrics", str(tmp_path / "metrics" / f"{label}.json"), "--plots", str(plots)]
+        if run.stage1:
+            needs[label] = frozenset({f"{run.stage1}-seed{run.seed}"})
+    # two at a time, each stage 2 after the stage 1 of its seed, as `python -m
+    # ytmt.train.matrix --jobs 2` runs DVC's stages (the MLflow store made once, first)
+    _prepare_tracking(tmp_path, parse_params(params).train)
+    status = run_jobs(commands, needs, jobs=2, env=env, cwd=tmp_path, poll_s=0.2,
+                      log=lambda _: None)
+    assert status == dict.fromkeys(commands, 0), status  # the runs' output: captured stdout
 
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("model.pt")) == [
         f"{v}/seed{s}/model.pt" for v in ("ytmt-ucs", "ytmt-uct") for s in (0, 1)]
