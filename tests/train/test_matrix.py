@@ -83,7 +83,8 @@ def test_two_runs_at_once_on_the_loopback_cluster_match_one_after_the_other(
         tmp_path, shards, monkeypatch):
     """ytmt-ucs seeds 0 and 1 through `python -m ytmt.train.matrix` on one local Ray on
     loopback (the runner's own, started once here for both projects) that every run's
-    trainer joins ($RAY_ADDRESS), with --jobs 1 in one project and --jobs 2 in another:
+    trainer joins ($RAY_ADDRESS), with --jobs 1 in one project and --jobs 2 in another, both
+    projects at once:
     with 2 the MLflow runs overlap in time, with 1 they do not; both leave DVC up to date
     and give the same validation metrics (dvc metrics files and MLflow runs)."""
     projects = {jobs: train_project(tmp_path / f"jobs{jobs}", shards) for jobs in (1, 2)}
@@ -94,11 +95,24 @@ def test_two_runs_at_once_on_the_loopback_cluster_match_one_after_the_other(
     with local_ray(cpus=2) as joins:
         for key, value in joins.items():  # every run's trainer joins it
             monkeypatch.setenv(key, value)
-        for jobs, project in projects.items():
-            proc = subprocess.run([sys.executable, "-m", "ytmt.train.matrix", "--jobs",
-                                   str(jobs)], cwd=project, capture_output=True, text=True,
-                                  timeout=900)
-            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        # both projects at once (three runs at the peak): each project's runs overlap or
+        # not by its own --jobs, whatever else the Ray runs
+        logs = {jobs: tmp_path / f"matrix{jobs}.log" for jobs in projects}
+        procs = {}
+        try:
+            for jobs, project in projects.items():
+                with logs[jobs].open("w") as log:
+                    procs[jobs] = subprocess.Popen(
+                        [sys.executable, "-m", "ytmt.train.matrix", "--jobs", str(jobs)],
+                        cwd=project, stdout=log, stderr=subprocess.STDOUT)
+            codes = {jobs: proc.wait(timeout=900) for jobs, proc in procs.items()}
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    for jobs, code in codes.items():
+        assert code == 0, logs[jobs].read_text()[-6000:]
     runs = {jobs: mlflow_runs(p) for jobs, p in projects.items()}
     for jobs in (1, 2):
         assert sorted(runs[jobs]) == ["ytmt-ucs-seed0", "ytmt-ucs-seed1"]
