@@ -50,16 +50,27 @@ ASK = textwrap.dedent("""
 """)
 
 
-def state_seen(how: str) -> dict[str, str]:
-    """STATE (the live actor's state as a worker's state API reports it, or why it did
-    not answer), ADDRESS (the worker's $RAY_ADDRESS) and OWN (its Ray's GCS address) from
-    a Ray started ``how``; any other error fails here."""
-    proc = subprocess.run([sys.executable, "-c", ASK, how], capture_output=True, text=True,
-                          timeout=180)
-    seen = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
-                if line.split(" ", 1)[0] in ("STATE", "ADDRESS", "OWN"))
-    assert proc.returncode == 0 and len(seen) == 3, proc.stderr[-3000:]
-    return seen
+def states_seen(*hows: str) -> list[dict[str, str]]:
+    """For each Ray started ``how`` (the probes run at once, each its own Ray): STATE (the
+    live actor's state as a worker's state API reports it, or why it did not answer),
+    ADDRESS (the worker's $RAY_ADDRESS) and OWN (its Ray's GCS address); any other error
+    fails here."""
+    procs = [subprocess.Popen([sys.executable, "-c", ASK, how], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for how in hows]
+    seens = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=180)
+            seen = dict(line.split(" ", 1) for line in out.splitlines()
+                        if line.split(" ", 1)[0] in ("STATE", "ADDRESS", "OWN"))
+            assert proc.returncode == 0 and len(seen) == 3, err[-3000:]
+            seens.append(seen)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return seens
 
 
 def gcs_port(address: str) -> str:
@@ -70,13 +81,12 @@ def gcs_port(address: str) -> str:
 @pytest.mark.slow
 def test_state_api_finds_the_run_while_another_ray_runs(ray_local):
     assert ray_local.is_initialized()  # the other Ray on this machine
-    local = state_seen("local")
+    local, plain = states_seen("local", "plain")
     # the workers' state-API client asks their own Ray, and it answers: the actor is alive
     assert gcs_port(local["ADDRESS"]) == gcs_port(local["OWN"]) and local["STATE"] == "ALIVE"
     # control: the plain start does not point the workers at their Ray, so the address
     # check above can fail; its state query ends in one of the known outcomes (a
-    # crash of the probe itself would fail in state_seen)
-    plain = state_seen("plain")
+    # crash of the probe itself would fail in states_seen)
     assert gcs_port(plain["ADDRESS"]) != gcs_port(plain["OWN"])
     assert plain["STATE"] in ("ALIVE", "not found", "DEAD") or \
         plain["STATE"].startswith("unanswered ")
