@@ -6,7 +6,10 @@ One sweep serves every test here (Ray start-up and worker start-up dominate its 
 ASHA metric is the training loss (mode max), which the exclusion weight orders at epoch 1 (one
 step from the same weights and data: the same loss terms, plus the weight times the same
 exclusion term): the grid runs 2.0 first, then 0.0, which is certainly below the rung cutoff
-and stopped early, then 1.0, which must get the stopped trial's workers.
+and stopped early, then 1.0, which must get the stopped trial's workers. The interruption
+falls after the 2.0 trial, so the 0.0 trial is stopped by the resumed sweep against the rung
+record of the first (ytmt.sweep.scheduler.ResumableASHA): with Tune's own ASHA, whose rungs
+start empty again, it would be the first at its rung and run on.
 """
 
 from __future__ import annotations
