@@ -7,6 +7,12 @@
 Both are idempotent: the virtual environment is reused and re-installed only when
 pyproject.toml changes. Extra arguments go to `dvc repro` / `pytest`.
 Needs only python3 (>= 3.10) with venv and pip, and access to the package registries.
+
+The environment is installed by uv (pinned, put into the environment by pip), which took
+30-40 s here against pip's 117 s for the same packages at the same versions. uv reads
+neither pip's configuration files nor its PIP_* variables, so their index settings are
+passed on (with pip's rule of taking the best match from every index). If uv cannot be
+installed or fails, pip installs the environment as before.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".ytmt-installed"
+#: the installer (see the module docstring)
+UV = "uv==0.13.10"
+#: torch pinned: a bare requirement could pull a multi-GB CUDA build
+TORCH = "torch==2.13.0"
 
 
 def sh(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
@@ -35,9 +45,17 @@ def ensure_env() -> dict[str, str]:
         sh(sys.executable, "-m", "venv", VENV)
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if not STAMP.exists() or STAMP.read_text() != want:
-        # torch first and pinned: a bare requirement could pull a multi-GB CUDA build.
-        sh(BIN / "python", "-m", "pip", "install", "--quiet", "torch==2.13.0")
-        sh(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[test]")
+        try:
+            sh(BIN / "python", "-m", "pip", "install", "--quiet", UV)
+            options, env = uv_options()
+            sh(BIN / "uv", "pip", "install", "--quiet", "--python", BIN / "python",
+               "--compile-bytecode", *options, TORCH, "-e", ".[test]",
+               env={**os.environ, **env})
+        except subprocess.CalledProcessError as err:
+            print(f"uv did not install the environment ({err}); installing with pip",
+                  flush=True)
+            sh(BIN / "python", "-m", "pip", "install", "--quiet", TORCH)  # torch first
+            sh(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[test]")
         STAMP.write_text(want)
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # dvc stages run `python ...`
@@ -46,6 +64,31 @@ def ensure_env() -> dict[str, str]:
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     return env
+
+
+def uv_options() -> tuple[list[str], dict[str, str]]:
+    """pip's index settings as uv options, and its certificate bundle as uv's
+    ``SSL_CERT_FILE`` unless that is set: from ``pip config list``, which shows pip's
+    configuration files and its ``PIP_*`` variables (``:env:``, which take precedence)."""
+    listed = subprocess.run([str(BIN / "python"), "-m", "pip", "config", "list"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    flags = {"index-url": "--index-url", "extra-index-url": "--extra-index-url",
+             "find-links": "--find-links", "constraint": "--constraint", "cert": None}
+    scopes: dict[str, dict[str, str]] = {"env": {}, "files": {}}
+    for line in listed.splitlines():
+        key, _, value = line.partition("=")
+        scope, _, name = key.rpartition(".")
+        if name in flags:  # a later file overrides an earlier one, as pip reads them
+            scopes["env" if scope == ":env:" else "files"][name] = value.strip().strip("'\"")
+    found = {**scopes["files"], **scopes["env"]}
+    options = ["--index-strategy", "unsafe-best-match"]  # pip's rule: any index's best match
+    for name, flag in flags.items():
+        for value in found.get(name, "").split() if flag else ():
+            options += [flag, value]
+    env = {}
+    if found.get("cert") and "SSL_CERT_FILE" not in os.environ:
+        env["SSL_CERT_FILE"] = found["cert"]
+    return options, env
 
 
 def main(argv: list[str]) -> None:
