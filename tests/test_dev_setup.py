@@ -42,3 +42,34 @@ def test_pips_index_settings_reach_uv_with_the_variables_over_the_files(tmp_path
     assert env == {"SSL_CERT_FILE": "/c/bundle.pem"}
     monkeypatch.setenv("SSL_CERT_FILE", "/mine.pem")  # uv's own setting stays
     assert _dev().uv_options()[1] == {}
+
+
+def test_pip_installs_the_environment_when_uv_fails(tmp_path, monkeypatch):
+    """The install commands dev.py runs (recorded, not run), with uv failing."""
+    import subprocess
+
+    dev = _dev()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").touch()  # an existing environment whose install is stale
+    monkeypatch.setattr(dev, "BIN", bin_dir)
+    monkeypatch.setattr(dev, "STAMP", tmp_path / "stamp")
+    monkeypatch.setattr(dev, "uv_options", lambda: (["--find-links", "/w"], {}))
+    ran = []
+
+    def sh(*cmd, env=None):
+        ran.append([Path(str(c)).name if i == 0 else str(c) for i, c in enumerate(cmd)])
+        if ran[-1][0] == "uv":
+            raise subprocess.CalledProcessError(2, ran[-1])
+
+    monkeypatch.setattr(dev, "sh", sh)
+    dev.ensure_env()
+    assert [c[:4] for c in ran] == [
+        ["python", "-m", "pip", "install"], ["uv", "pip", "install", "--quiet"],
+        ["python", "-m", "pip", "install"], ["python", "-m", "pip", "install"]]
+    assert ran[0][-1] == dev.UV and ran[1][-3:] == [dev.TORCH, "-e", ".[test]"]
+    assert "/w" in ran[1] and ran[2][-1] == dev.TORCH and ran[3][-2:] == ["-e", ".[test]"]
+    assert (tmp_path / "stamp").read_text()  # installed: not again next time
+    ran.clear()
+    dev.ensure_env()
+    assert ran == []
