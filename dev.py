@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ TORCH = "torch==2.13.0"
 
 
 def sh(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
-    print("+", " ".join(str(c) for c in cmd), flush=True)
+    shown = " ".join(str(c) for c in cmd)
+    print("+", re.sub(r"://[^/@\s]+@", "://***@", shown), flush=True)  # no index passwords
     subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env, check=True)
 
 

@@ -73,3 +73,10 @@ def test_pip_installs_the_environment_when_uv_fails(tmp_path, monkeypatch):
     ran.clear()
     dev.ensure_env()
     assert ran == []
+
+
+def test_commands_are_shown_without_an_index_password(capsys):
+    _dev().sh("true", "--index-url", "https://me:s3cret@mirror.test/simple", "--find-links",
+              "/w")
+    assert capsys.readouterr().out == \
+        "+ true --index-url https://***@mirror.test/simple --find-links /w\n"
