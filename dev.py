@@ -75,17 +75,17 @@ def uv_options() -> tuple[list[str], dict[str, str]]:
     listed = subprocess.run([str(BIN / "python"), "-m", "pip", "config", "list"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout
     flags = {"index-url": "--index-url", "extra-index-url": "--extra-index-url",
-             "find-links": "--find-links", "constraint": "--constraint", "cert": None}
+             "find-links": "--find-links", "constraint": "--constraint"}
     scopes: dict[str, dict[str, str]] = {"env": {}, "files": {}}
     for line in listed.splitlines():
         key, _, value = line.partition("=")
         scope, _, name = key.rpartition(".")
-        if name in flags:  # a later file overrides an earlier one, as pip reads them
+        if name in flags or name == "cert":  # a later file overrides an earlier one
             scopes["env" if scope == ":env:" else "files"][name] = value.strip().strip("'\"")
     found = {**scopes["files"], **scopes["env"]}
     options = ["--index-strategy", "unsafe-best-match"]  # pip's rule: any index's best match
     for name, flag in flags.items():
-        for value in found.get(name, "").split() if flag else ():
+        for value in found.get(name, "").split():
             options += [flag, value]
     env = {}
     if found.get("cert") and "SSL_CERT_FILE" not in os.environ:
