@@ -9,6 +9,11 @@ trained on the embedded scikit-image photos and scored on the whole synthetic **
 Two runs (run seeds 0 and 1, side by side in two processes) are trained: each must beat the
 identity baseline (the mixture taken as T̂) in PSNR, and their mean T̂ SSIM the input's.
 
+The runs train at the recipe's ``train.precision: auto``, which each run's MLflow record must
+show resolved as :func:`ytmt.precision.resolve_precision` resolves it here: bf16 on a CPU with
+native bf16 (AVX-512 BF16 or AMX, as the hosts the numbers below come from), fp32 elsewhere.
+So on bf16 hosts these are the suite's bf16 learning runs, and its fp32 ones elsewhere.
+
 Measured (bench/results/recipe_cpu2.txt): at full scale (two Ray workers) over run seeds 0-3
 test T̂ scores 18.47 ± 0.24 dB / 0.7935 ± 0.0035 against the input's 17.30 / 0.7862, above
 it with every seed; this test's setting scores 0.7930, 0.7943, 0.7967, 0.7878 with run
@@ -83,18 +88,22 @@ def score_test_split(model, shards: Path) -> dict[str, float]:
     return {**dict(zip(keys, np.mean(rows, axis=0), strict=True)), "images": len(rows)}
 
 
-def train_and_score(tmp_path: Path, shards: Path, seed: int) -> dict[str, float]:
+def train_and_score(tmp_path: Path, shards: Path, seed: int) -> dict[str, float | str]:
     """Train ytmt-ucs with run seed ``seed`` under ``tmp_path`` (its own MLflow store) and
     score it on the test split; runs in a child process."""
+    from mlflow import MlflowClient
+
     from ytmt.checkpoint import model_from_checkpoint
     from ytmt.train.trainer import train_variant
 
     params = small_default_params(tmp_path)
     info = train_variant(params, "ytmt-ucs", shards, tmp_path / "model", seed=seed)
     assert info.metrics["epoch"] == params.train.epochs
+    logged = MlflowClient(params.train.tracking_uri).get_run(info.mlflow_run_id).data.params
     return {**score_test_split(model_from_checkpoint(info.model_path), shards),
             "val_psnr_t": info.metrics["val_psnr_t"],
-            "val_psnr_in": info.metrics["val_psnr_t_input"]}
+            "val_psnr_in": info.metrics["val_psnr_t_input"],
+            "precision": logged["train.precision"], "precision_used": logged["precision_used"]}
 
 
 @pytest.fixture(scope="module")
@@ -115,15 +124,27 @@ def small_default(tmp_path_factory):
         scores = {seed: run.result() for seed, run in runs.items()}
     for seed, s in scores.items():
         assert s["images"] == params.synthesize.test_mixtures
-        print(f"test split, small scale, run seed {seed}: T̂ {s['psnr_t']:.2f} dB / "
-              f"{s['ssim_t']:.4f}, input {s['psnr_in']:.2f} / {s['ssim_in']:.4f}")
+        print(f"test split, small scale, run seed {seed} ({s['precision_used']}): T̂ "
+              f"{s['psnr_t']:.2f} dB / {s['ssim_t']:.4f}, input {s['psnr_in']:.2f} / "
+              f"{s['ssim_in']:.4f}")
     return scores
 
 
 @pytest.mark.slow
+def test_default_recipe_trains_at_the_precision_auto_resolves_to_here(small_default):
+    """bf16 where this CPU computes it natively, fp32 elsewhere: the margins below hold for
+    the precision a default run on this host uses."""
+    from ytmt.precision import resolve_precision
+
+    expected = resolve_precision("auto", "cpu")
+    for seed, scores in small_default.items():
+        assert (scores["precision"], scores["precision_used"]) == ("auto", expected), seed
+
+
+@pytest.mark.slow
 def test_default_recipe_beats_the_identity_baseline_on_validation_by_a_margin(small_default):
-    """The loop's own validation (fp32 training here: tests/train/test_learning.py runs the
-    bf16 case where bf16 is native) beats the input taken as T̂ by 1 dB with every seed."""
+    """The loop's own validation (fp32 metrics of a model trained at the resolved precision,
+    bf16 on this project's hosts) beats the input taken as T̂ by 1 dB with every seed."""
     for seed, scores in small_default.items():
         assert scores["val_psnr_t"] > scores["val_psnr_in"] + MARGIN_DB, (seed, scores)
 
