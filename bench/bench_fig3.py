@@ -39,8 +39,6 @@ def tiny_shards(root: Path) -> Path:
 def train_once(args, variant: str, seed: int, shards: Path, uri: str, run_id: str,
                storage: str) -> list[dict[str, float]]:
     """Train ``variant`` with ``seed``; the per-epoch history (from the final checkpoint)."""
-    import shutil
-
     from ytmt.checkpoint import load_checkpoint
     from ytmt.config import to_dict
     from ytmt.params import load_params, resolve_params
@@ -53,11 +51,13 @@ def train_once(args, variant: str, seed: int, shards: Path, uri: str, run_id: st
         "train.batch_size": args.batch, "train.crop": args.crop, "train.lr": args.lr,
         "train.lr_milestones": [args.epochs + 1], "train.gan": False,
         "train.log_every_steps": 10**6, "train.sample_every": args.epochs})
-    config = make_loop_config(params, variant, shards, tracking_uri=uri, run_id=run_id)
-    result = build_trainer(config, params.train, f"fig3-{variant}-{seed}", storage).fit()
-    with result.checkpoint.as_directory() as d:
-        history = load_checkpoint(Path(d) / CHECKPOINT_FILE)["extra"]["history"]
-    shutil.rmtree(result.checkpoint.path, ignore_errors=True)  # in-process: a temp dir
+    # in-process: the loop keeps its last checkpoint folder, under one removed here
+    with tempfile.TemporaryDirectory(prefix="ytmt-ckpt-") as ckpt_root:
+        config = make_loop_config(params, variant, shards, tracking_uri=uri, run_id=run_id,
+                                  checkpoint_root=ckpt_root)
+        result = build_trainer(config, params.train, f"fig3-{variant}-{seed}", storage).fit()
+        with result.checkpoint.as_directory() as d:
+            history = load_checkpoint(Path(d) / CHECKPOINT_FILE)["extra"]["history"]
     return history
 
 

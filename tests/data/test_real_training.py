@@ -46,7 +46,7 @@ def fit(tmp_path, shards, **overrides):
     settings = {"train__crop": 24, "train__epochs": 2, "train__max_steps_per_epoch": 2,
                 **overrides}
     params = resolve_params(tiny_params(tmp_path, **settings))
-    config = make_loop_config(params, "ytmt-ucs", shards)
+    config = make_loop_config(params, "ytmt-ucs", shards, checkpoint_root=tmp_path)
     return build_trainer(config, params.train, "real").fit()
 
 
@@ -69,7 +69,7 @@ def test_the_loop_hands_real_share_and_mixtures_to_the_reader(tmp_path, real_set
     params = resolve_params(tiny_params(tmp_path, train__crop=24, train__epochs=1,
                                         train__max_steps_per_epoch=1))
     recording = Recording(0.4, "fresh")
-    config = make_loop_config(params, "ytmt-ucs", real_set)
+    config = make_loop_config(params, "ytmt-ucs", real_set, checkpoint_root=tmp_path)
     config["dataset_fn"] = recording
     build_trainer(config, params.train, "rec").fit()
     by_split = {ds.split: ds for ds in recording.built}
@@ -91,7 +91,8 @@ def test_the_loop_hands_real_share_and_mixtures_to_the_reader(tmp_path, real_set
         p = resolve_params(tiny_params(tmp_path, train__crop=24, train__epochs=1,
                                        train__max_steps_per_epoch=1,
                                        train__real_share=0.2, train__mixtures="fresh"))
-        build_trainer(make_loop_config(p, "ytmt-ucs", real_set), p.train, "spy").fit()
+        build_trainer(make_loop_config(p, "ytmt-ucs", real_set, checkpoint_root=tmp_path),
+                      p.train, "spy").fit()
     finally:
         loop.shard_dataset = original
     assert ("train", {"real_share": 0.2, "mixtures": "fresh"}) in loop_ds

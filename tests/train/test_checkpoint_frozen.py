@@ -54,7 +54,8 @@ def test_the_loop_saves_no_frozen_tensor_and_every_nth_epoch(tmp_path, shards, m
     def fit(variant, stage1=None, **overrides):
         params = resolve_params(tiny_params(tmp_path / variant, train__max_steps_per_epoch=1,
                                             **overrides))
-        config = make_loop_config(params, variant, shards, stage1_checkpoint=stage1)
+        config = make_loop_config(params, variant, shards, stage1_checkpoint=stage1,
+                                  checkpoint_root=tmp_path / variant)
         result = build_trainer(config, params.train, f"t-{variant}").fit()
         path = Path(result.checkpoint.path) / loop.CHECKPOINT_FILE
         return load_checkpoint(path), path

@@ -30,7 +30,7 @@ def one_step(tmp_path, name, **overrides):
         tmp_path, train__batch_size=2, train__max_steps_per_epoch=1, train__lr=1e-2,
         train__adam_eps=1.0, train__gan=True, train__discriminator_width=4,
         loss__perceptual=0.1, **overrides))
-    config = make_loop_config(params, "ytmt-ucs", tmp_path)
+    config = make_loop_config(params, "ytmt-ucs", tmp_path, checkpoint_root=logs)
     config["dataset_fn"] = PairsFn(logs, train=2)
     result = build_trainer(config, params.train, name).fit()
     with result.checkpoint.as_directory() as d:

@@ -17,7 +17,8 @@ from .conftest import tiny_params
 
 def fit(tmp_path, shards, variant="ytmt-ucs", stage1=None, **overrides):
     params = resolve_params(tiny_params(tmp_path, **overrides))
-    config = make_loop_config(params, variant, shards, stage1_checkpoint=stage1)
+    config = make_loop_config(params, variant, shards, stage1_checkpoint=stage1,
+                              checkpoint_root=tmp_path)
     result = build_trainer(config, params.train, f"t-{variant}").fit()
     with result.checkpoint.as_directory() as d:
         ckpt_path = Path(d) / CHECKPOINT_FILE

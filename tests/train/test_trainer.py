@@ -147,3 +147,46 @@ def test_train_stage_runs_one_run_and_logs_everything(tmp_path, shards):
         pred = model.predict(pd.DataFrame({"image": [_png_b64(h, w)]}))
         t_img = Image.open(io.BytesIO(base64.b64decode(pred["transmission"][0])))
         assert t_img.size == (w, h)
+
+
+class _FailingSecondEpoch:
+    """A train loop: the shared loop on real shards whose training data fail when the second
+    epoch starts (after the first epoch's checkpoint was taken)."""
+
+    def __call__(self, config):
+        from ytmt.train.loop import shard_dataset, train_loop_per_worker
+
+        def dataset_fn(root, split, *args):
+            ds = shard_dataset(root, split, *args)
+            if split == "train":
+                set_epoch = ds.set_epoch
+
+                def failing_set_epoch(epoch):
+                    if epoch == 1:
+                        raise RuntimeError("the training data broke")
+                    set_epoch(epoch)
+
+                ds.set_epoch = failing_set_epoch
+            return ds
+
+        train_loop_per_worker(dict(config, dataset_fn=dataset_fn))
+
+
+def test_in_process_training_leaves_no_checkpoint_folder_finished_or_failed(
+        tmp_path, shards, monkeypatch):
+    """The in-process loop keeps its last checkpoint folder for the caller to read:
+    train_variant removes it whether the run finished or failed (a failed run left it in the
+    system's temporary folder)."""
+    import tempfile
+
+    system_tmp = tmp_path / "system_tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    params = parse_params(tiny_params(tmp_path, train__epochs=2, train__max_steps_per_epoch=1))
+    trained = train_variant(params, "ytmt-ucs", shards, tmp_path / "ok", seed=0)
+    assert trained.epochs == 2 and Path(trained.model_path).is_file()
+    assert not list(system_tmp.glob("ytmt-ckpt-*"))
+    with pytest.raises(RuntimeError, match="the training data broke"):
+        train_variant(params, "ytmt-ucs", shards, tmp_path / "failed", seed=1,
+                      train_loop=_FailingSecondEpoch())
+    assert not list(system_tmp.glob("ytmt-ckpt-*"))

@@ -19,6 +19,9 @@ key                    meaning
                        created and ended by the caller; rank 0 logs into it
 ``in_process``         true when the loop runs in the calling process (``num_workers: 0``):
                        it then keeps its last checkpoint folder and leaves logging alone
+``checkpoint_root``    optional: the folder the checkpoint folders are made in (default: the
+                       system's temporary folder); an in-process caller gives one it removes
+                       once it has read the last checkpoint, finished or failed
 ``dataset_fn``         optional ``fn(root, split, crop, augment, seed, rank, world_size)``
                        returning the IterableDataset (default: ``ytmt.data.reader.ShardDataset``)
 =====================  ===================================================================
@@ -126,16 +129,20 @@ def real_val_loader(dataset_fn: DatasetFn, shards: str, seed: int, rank: int,
 
 
 class _CheckpointDirs:
-    """Temporary checkpoint directories. Ray Train copies a reported directory to its storage
-    and the copy here can go; in-process mode (num_workers=0) keeps the last one, since the
-    Result points at it."""
+    """Temporary checkpoint directories, made under ``root`` (None: the system's temporary
+    folder). Ray Train copies a reported directory to its storage and the copy here can go;
+    in-process mode (num_workers=0) keeps the last one, since the Result points at it: its
+    caller removes ``root`` (``checkpoint_root``) once it has read it."""
 
-    def __init__(self, keep_last: bool) -> None:
+    def __init__(self, keep_last: bool, root: str | None = None) -> None:
         self.keep_last = keep_last
+        self.root = root
         self.previous: Path | None = None
 
     def new(self) -> Path:
-        return Path(tempfile.mkdtemp(prefix="ytmt-ckpt-"))
+        if self.root is not None:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="ytmt-ckpt-", dir=self.root))
 
     def done(self, path: Path) -> None:
         if not self.keep_last:
@@ -385,7 +392,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         console(f"[{variant}] resumed after epoch {run.start_epoch}")
     progress = RunProgress(variant, cfg.epochs, run.steps, run.world * cfg.batch_size,
                         start_epoch=run.start_epoch, every=cfg.log_every_steps)
-    ckpt_dirs = _CheckpointDirs(keep_last=bool(config.get("in_process")))
+    ckpt_dirs = _CheckpointDirs(keep_last=bool(config.get("in_process")),
+                                root=config.get("checkpoint_root"))
     for epoch in range(run.start_epoch, cfg.epochs):
         record, samples = _train_and_validate(run, epoch, progress)
         run.history.append(record)

@@ -42,7 +42,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +147,10 @@ def preflight(params, shards: str | Path, tracking_uri: str | None = None) -> st
 def make_loop_config(params, variant: str, shards: str | Path, *,
                      overrides: dict[str, Any] | None = None, epochs: int | None = None,
                      stage1_checkpoint: str | None = None, tracking_uri: str | None = None,
-                     run_id: str | None = None, seed: int | None = None) -> dict[str, Any]:
-    """``seed`` None: the loop uses ``params.seed``."""
+                     run_id: str | None = None, seed: int | None = None,
+                     checkpoint_root: str | Path | None = None) -> dict[str, Any]:
+    """``seed`` None: the loop uses ``params.seed``; ``checkpoint_root``: where an in-process
+    loop makes its checkpoint folders (see :mod:`ytmt.train.loop`)."""
     get_variant(variant)
     return {"params": to_dict(params), "variant": variant, "shards": shards_location(shards),
             "in_process": params.train.num_workers == 0,
@@ -156,7 +158,8 @@ def make_loop_config(params, variant: str, shards: str | Path, *,
             "seed": None if seed is None else int(seed),
             "stage1_checkpoint": (str(Path(stage1_checkpoint).resolve()) if stage1_checkpoint
                                   else None),  # absolute: workers run elsewhere
-            "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id}}
+            "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id},
+            "checkpoint_root": None if checkpoint_root is None else str(checkpoint_root)}
 
 
 def _training_key(loop_config: dict[str, Any]) -> str:
@@ -272,15 +275,18 @@ def train_variant(params, variant: str, shards: str | Path, target: str | Path, 
                           paths={"train.storage_path": resolve_storage_path(cfg),
                                  "shards": shards_location(shards)})
             ship_frozen_inputs(loop_config, m.vgg_weights, m.vgg_path, m.vgg_seed)
-        result = build_trainer(loop_config, cfg, ray_name, train_loop=train_loop).fit()
-        if result.checkpoint is None:
-            raise RuntimeError(f"{variant}: training reported no checkpoint")
-        with result.checkpoint.as_directory() as d:
-            # model.pt is self-contained: the frozen VGG and stage 1 put back, verified
-            ckpt = with_frozen_tensors(load_checkpoint(Path(d) / CHECKPOINT_FILE),
-                                       stage1_checkpoint, Path(d) / CHECKPOINT_FILE)
-        if cfg.num_workers == 0:  # in-process: the loop's last temp dir is ours to remove
-            shutil.rmtree(result.checkpoint.path, ignore_errors=True)
+        # in-process, the loop keeps its last checkpoint folder (the Result points at it):
+        # under a folder of this call's, removed whether the run finished or failed
+        with tempfile.TemporaryDirectory(prefix="ytmt-ckpt-") as ckpt_root:
+            if cfg.num_workers == 0:
+                loop_config["checkpoint_root"] = ckpt_root
+            result = build_trainer(loop_config, cfg, ray_name, train_loop=train_loop).fit()
+            if result.checkpoint is None:
+                raise RuntimeError(f"{variant}: training reported no checkpoint")
+            with result.checkpoint.as_directory() as d:
+                # model.pt is self-contained: the frozen VGG and stage 1 put back, verified
+                ckpt = with_frozen_tensors(load_checkpoint(Path(d) / CHECKPOINT_FILE),
+                                           stage1_checkpoint, Path(d) / CHECKPOINT_FILE)
         trained = _write_model(ckpt, variant, seed, Path(target), uri, run_id, exp_id,
                                uri_join(resolve_storage_path(cfg), ray_name))
     except BaseException as err:
