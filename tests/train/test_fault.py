@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from ytmt.checkpoint import load_checkpoint
 from ytmt.params import parse_params
+from ytmt.ray_local import HEALTH_CHECK_ENV, LOCAL_HEALTH_CHECK_S
 from ytmt.train.loop import shard_dataset, train_loop_per_worker
 from ytmt.train.trainer import train_variant
 
@@ -20,11 +21,13 @@ pickle_by_value(__name__)
 
 
 # Ray Train's controller collects the workers' reports (and so registers their checkpoints)
-# when it polls them, every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default). A worker
-# that dies sooner than that after reporting loses its report, and the restart begins from
-# an older checkpoint or from scratch. Waiting three intervals before dying makes the fault
-# the one the tests mean: a node lost after its last checkpoint was taken.
-_REPORT_GRACE_S = 3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2"))
+# when it polls them, every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: on the local Ray these tests
+# run on (ytmt.ray_local.start_local_ray) the variable as set, else 0.5 s. A worker that dies
+# sooner than that after reporting loses its report, and the restart begins from an older
+# checkpoint or from scratch. Waiting four intervals (at least 2 s) before dying makes the
+# fault the one the tests mean: a node lost after its last checkpoint was taken.
+_POLL_S = float(os.environ.get(HEALTH_CHECK_ENV, LOCAL_HEALTH_CHECK_S))
+_REPORT_GRACE_S = max(4 * _POLL_S, 2.0)
 
 
 class KillingShards:
