@@ -147,6 +147,7 @@ def mode_table(gpu: bool, compile_mode: str) -> dict[str, tuple[str, dict]]:
         return {"eager": ("fp32 eager", {}),
                 "channels_last": ("fp32 channels_last", {"channels_last": True}),
                 "fused": ("fp32 fused streams", {"fuse_streams": True}),
+                "bf16_nchw": ("bf16 NCHW", {"precision": "bf16"}),
                 "bf16": ("bf16 + channels_last", fast)}
     compiled = {**fast, "compile": True, "compile_mode": compile_mode}
     return {"eager": ("fp32 eager", {}),
@@ -200,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--modes", default=None,
                     help="comma list of modes to run (default: all); the first is the baseline: "
-                         "eager, channels_last, fused, bf16 (CPU); eager, bf16, compile, fused "
+                         "eager, channels_last, fused, bf16_nchw, bf16 (CPU); eager, bf16, "
+                         "compile, fused "
                          "(GPU)")
     ap.add_argument("--compile-mode", default="default",
                     help="train.compile_mode of the 'compile' mode: default, max-autotune, "
