@@ -21,8 +21,9 @@ seeds 0-3 in channels-last, params.yaml's layout since 2026-12-08 (+0.0038 over 
 the mean of seeds 0 and 1); in NCHW it scored 0.7930, 0.7943, 0.7967, 0.7878 (+0.0075), the
 same four-seed mean within 0.001 (bench/results/train_recipe_cpu2_amx.txt). The mean of two
 seeds, not one run, is asserted because a single run's margin is within reach of the
-seed-to-seed spread (+0.0010 with seed 0 in channels-last, +0.0016 with seed 3 in NCHW), and another host's bf16 kernels can move a run as a seed does (an
-earlier recipe scored 0.669 on the AMD host and 0.640 on the AMX one at the same seed). Half
+seed-to-seed spread (+0.0010 with seed 0 in channels-last, +0.0016 with seed 3 in NCHW), and
+another host's bf16 kernels can move a run as a seed does (an earlier recipe scored 0.669 on
+the AMD host and 0.640 on the AMX one at the same seed). Half
 the training mixtures (128) is not enough: +0.0025 and -0.0007 with seeds 0 and 1.
 """
 
