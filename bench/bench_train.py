@@ -202,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=None,
                     help="comma list of modes to run (default: all); the first is the baseline: "
                          "eager, channels_last, fused, bf16_nchw, bf16 (CPU); eager, bf16, "
-                         "compile, fused "
-                         "(GPU)")
+                         "compile, fused (GPU)")
     ap.add_argument("--compile-mode", default="default",
                     help="train.compile_mode of the 'compile' mode: default, max-autotune, "
                          "reduce-overhead (CUDA graphs), max-autotune-no-cudagraphs")

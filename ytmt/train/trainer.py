@@ -38,6 +38,7 @@ starting over.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -276,9 +277,12 @@ def train_variant(params, variant: str, shards: str | Path, target: str | Path, 
                                  "shards": shards_location(shards)})
             ship_frozen_inputs(loop_config, m.vgg_weights, m.vgg_path, m.vgg_seed)
         # in-process, the loop keeps its last checkpoint folder (the Result points at it):
-        # under a folder of this call's, removed whether the run finished or failed
-        with tempfile.TemporaryDirectory(prefix="ytmt-ckpt-") as ckpt_root:
-            if cfg.num_workers == 0:
+        # under a folder of this call's, removed whether the run finished or failed (Ray
+        # workers remove theirs once Ray Train has copied them to its storage)
+        in_process = cfg.num_workers == 0
+        with (tempfile.TemporaryDirectory(prefix="ytmt-ckpt-") if in_process
+              else contextlib.nullcontext()) as ckpt_root:
+            if in_process:
                 loop_config["checkpoint_root"] = ckpt_root
             result = build_trainer(loop_config, cfg, ray_name, train_loop=train_loop).fit()
             if result.checkpoint is None:
